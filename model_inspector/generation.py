@@ -1,0 +1,249 @@
+"""Generation that profiles as it goes.
+
+``model.generate`` (KV cache, left padding, position ids: all handled by transformers for every
+architecture) runs with forward hooks on every block. After each forward pass of the model, a
+hook on the model stacks the blocks' last-position outputs ``[batch, layer, d_model]`` and reduces
+them to the requested metrics through :class:`~model_inspector.lens.LogitLens`; only the small
+``[batch, layer]`` arrays are kept. A forward pass yields the distribution of the next token, so
+step ``t`` of a profile is the distribution that produced generated token ``t``.
+
+Decoding is pure: greedy (argmax) or multinomial sampling at ``temperature`` with no top-k/top-p,
+no repetition penalty and whatever the checkpoint's ``generation_config.json`` says ignored.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from transformers import GenerationConfig
+
+from .lens import LogitLens
+from .metrics import DEFAULT_BUDGET_BYTES, parse_metrics
+from .profile import Profile, PromptProfile
+
+__all__ = ["generate_profiles", "prompt_profiles", "encode_prompts", "batch_seed"]
+
+
+def batch_seed(seed: int, first_index: int) -> int:
+    """Seed of the batch that starts at prompt ``first_index`` (independent of earlier batches, so
+    a resumed run draws exactly what an uninterrupted run draws)."""
+    return int(np.random.SeedSequence([int(seed), int(first_index)]).generate_state(1)[0])
+
+
+def _fallback_token(tokenizer) -> int:
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        tid = getattr(tokenizer, name, None)
+        if tid is not None:
+            return int(tid)
+    raise ValueError("the tokenizer has no BOS, EOS or pad token to use for an empty prompt")
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str], *, chat_template: bool = False, device=None) -> dict:
+    """Tokenise ``prompts`` with left padding. An empty prompt becomes the BOS token alone.
+
+    ``chat_template=True`` wraps each prompt as one user turn of the tokenizer's chat template.
+    Returns ``input_ids`` and ``attention_mask``, both ``[batch, seq]``."""
+    rows = []
+    for p in prompts:
+        if chat_template:
+            if not getattr(tokenizer, "chat_template", None):
+                raise ValueError("--chat_template: this tokenizer has no chat template")
+            ids = tokenizer.apply_chat_template(
+                [{"role": "user", "content": p}], tokenize=True, add_generation_prompt=True
+            )
+            if isinstance(ids, dict) or hasattr(ids, "keys"):
+                ids = ids["input_ids"]
+        else:
+            ids = tokenizer(p, add_special_tokens=True)["input_ids"]
+        ids = list(ids)
+        if not ids:
+            ids = [_fallback_token(tokenizer)]
+        rows.append(ids)
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else _fallback_token(tokenizer)
+    input_ids = torch.full((len(rows), width), int(pad), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r) :] = 1
+    if device is not None:
+        input_ids, mask = input_ids.to(device), mask.to(device)
+    return {"input_ids": input_ids, "attention_mask": mask}
+
+
+@contextmanager
+def _bare_generation_config(model):
+    """Hide the checkpoint's generation_config.json defaults (top-k, top-p, eos...) during a call."""
+    old = getattr(model, "generation_config", None)
+    model.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        model.generation_config = old
+
+
+def _input_device(model) -> torch.device:
+    emb = model.get_input_embeddings()
+    return emb.weight.device
+
+
+def generate_profiles(
+    model,
+    tokenizer,
+    lens: LogitLens,
+    prompts: Sequence[str],
+    *,
+    max_len: int,
+    metrics=("shannon",),
+    batch_size: int = 8,
+    sample: bool = False,
+    temperature: float = 1.0,
+    seed: int | None = None,
+    first_index: int = 0,
+    stop_at_eos: bool = False,
+    keep_residuals: bool = False,
+    top_k: int = 0,
+    chat_template: bool = False,
+    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    on_batch: Callable[[Profile, int], None] | None = None,
+) -> Profile:
+    """Generate ``max_len`` tokens for every prompt and profile every layer at every step.
+
+    ``first_index`` is the global index of ``prompts[0]`` (for per-batch seeds when a run is
+    split or resumed). ``on_batch(profile_of_batch, first_index_of_batch)`` is called after each
+    batch. Returns a :class:`Profile` with arrays ``[prompt, token, layer]``.
+    """
+    metrics = parse_metrics(metrics)
+    if not isinstance(max_len, (int, np.integer)) or max_len < 1:
+        raise ValueError(f"max_len must be an integer >= 1 (got {max_len!r})")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1 (got {batch_size!r})")
+    if sample and not (temperature > 0):
+        raise ValueError(f"temperature must be > 0 when sampling (got {temperature!r})")
+    if top_k and (not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be an integer >= 1 (got {top_k!r})")
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("no prompts given")
+    parts = []
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start : start + batch_size]
+        part = _generate_batch(
+            model, tokenizer, lens, batch, max_len=max_len, metrics=metrics, sample=sample,
+            temperature=temperature,
+            seed=None if seed is None else batch_seed(seed, first_index + start),
+            stop_at_eos=stop_at_eos, keep_residuals=keep_residuals, top_k=top_k,
+            chat_template=chat_template, budget_bytes=budget_bytes,
+        )
+        if on_batch is not None:
+            on_batch(part, first_index + start)
+        parts.append(part)
+    return Profile.concat(parts)
+
+
+def _generate_batch(model, tokenizer, lens, prompts, *, max_len, metrics, sample, temperature, seed,
+                    stop_at_eos, keep_residuals, top_k, chat_template, budget_bytes) -> Profile:
+    enc = encode_prompts(tokenizer, prompts, chat_template=chat_template, device=_input_device(model))
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else _fallback_token(tokenizer)
+    pure = dict(temperature=float(temperature), top_k=0, top_p=1.0, typical_p=1.0) if sample else {}
+    gc = GenerationConfig(
+        max_new_tokens=int(max_len), min_new_tokens=0, do_sample=bool(sample), repetition_penalty=1.0,
+        num_beams=1, use_cache=True, eos_token_id=eos if stop_at_eos else None, pad_token_id=int(pad), **pure,
+    )
+    steps: dict[str, list] = {m.key: [] for m in metrics}
+    resids, tops_i, tops_v = [], [], []
+
+    with lens.capture(last_only=True) as slots:
+
+        def on_forward(_mod, _args, _out):
+            resid = torch.stack(slots, dim=1)  # [batch, layer, d_model]
+            vals = lens.metrics(resid, metrics, budget_bytes=budget_bytes)
+            for k, v in vals.items():
+                steps[k].append(v.cpu())
+            if keep_residuals:
+                resids.append(resid.float().cpu())
+            if top_k:
+                i, v = lens.top_k(resid, top_k, budget_bytes=budget_bytes)
+                tops_i.append(i.cpu())
+                tops_v.append(v.cpu())
+
+        handle = model.register_forward_hook(on_forward)
+        try:
+            if seed is not None:
+                torch.manual_seed(seed)
+            with torch.no_grad(), _bare_generation_config(model):
+                seq = model.generate(**enc, generation_config=gc)
+        finally:
+            handle.remove()
+
+    new = seq[:, enc["input_ids"].shape[1] :].cpu()
+    n_steps = new.shape[1]
+    b = len(prompts)
+    n_valid = np.full(b, n_steps, dtype=np.int64)
+    if stop_at_eos and eos is not None:
+        eos_ids = torch.tensor(eos if isinstance(eos, (list, tuple)) else [eos])
+        is_eos = torch.isin(new, eos_ids).numpy()
+        for i in range(b):
+            hits = np.flatnonzero(is_eos[i])
+            if hits.size:
+                n_valid[i] = hits[0] + 1
+    valid = np.arange(max_len)[None, :] < n_valid[:, None]  # [batch, token]
+
+    def assemble(seq_list, fill):
+        arr = torch.stack(seq_list[:n_steps], dim=1).numpy()  # [batch, steps, ...]
+        out = np.full((b, max_len) + arr.shape[2:], fill, dtype=arr.dtype)
+        out[:, :n_steps] = arr
+        out[~valid] = fill
+        return out
+
+    token_ids = np.full((b, max_len), -1, dtype=np.int64)
+    token_ids[:, :n_steps] = new.numpy()
+    token_ids[~valid] = -1
+    texts = [tokenizer.decode(token_ids[i, : n_valid[i]].tolist(), skip_special_tokens=True) for i in range(b)]
+    return Profile(
+        prompts=list(prompts),
+        texts=texts,
+        token_ids=token_ids,
+        n_tokens=n_valid,
+        metrics={k: assemble(v, np.nan).astype(np.float32) for k, v in steps.items()},
+        definitions={m.key: m.definition for m in metrics},
+        residuals=assemble(resids, np.nan) if keep_residuals else None,
+        top_ids=assemble(tops_i, -1) if top_k else None,
+        top_logprobs=assemble(tops_v, np.nan) if top_k else None,
+    )
+
+
+def prompt_profiles(
+    model, tokenizer, lens: LogitLens, prompts: Sequence[str], *, metrics=("shannon",), batch_size: int = 8,
+    chat_template: bool = False, budget_bytes: int = DEFAULT_BUDGET_BYTES,
+) -> PromptProfile:
+    """Metrics at every prompt position in one forward pass per batch: ``[prompt, position, layer]``."""
+    metrics = parse_metrics(metrics)
+    prompts = list(prompts)
+    rows: list[dict] = []
+    ids_rows = []
+    for start in range(0, len(prompts), batch_size):
+        enc = encode_prompts(tokenizer, prompts[start : start + batch_size], chat_template=chat_template,
+                             device=_input_device(model))
+        with torch.no_grad(), lens.capture(last_only=False) as slots:
+            model(**enc, use_cache=False)
+            resid = torch.stack(slots, dim=2)  # [batch, seq, layer, d_model]
+            vals = lens.metrics(resid, metrics, budget_bytes=budget_bytes)
+        mask = enc["attention_mask"].bool().cpu()
+        for i in range(mask.shape[0]):
+            m = mask[i]
+            rows.append({k: v[i][m.to(v.device)].cpu().numpy() for k, v in vals.items()})
+            ids_rows.append(enc["input_ids"][i][m.to(enc["input_ids"].device)].cpu().numpy())
+    width = max(len(r) for r in ids_rows)
+    n_pos = np.array([len(r) for r in ids_rows], dtype=np.int64)
+    token_ids = np.full((len(prompts), width), -1, dtype=np.int64)
+    out = {m.key: np.full((len(prompts), width, lens.n_layers), np.nan, dtype=np.float32) for m in metrics}
+    for i, (r, ids) in enumerate(zip(rows, ids_rows)):
+        token_ids[i, : len(ids)] = ids
+        for k in out:
+            out[k][i, : len(ids)] = r[k]
+    return PromptProfile(prompts=prompts, token_ids=token_ids, n_positions=n_pos, metrics=out)

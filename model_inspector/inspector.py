@@ -1,0 +1,233 @@
+"""``ModelInspector``: the user-facing object (reference-compatible API plus ``profile``)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .generation import generate_profiles, prompt_profiles
+from .lens import LogitLens, text_config
+from .metrics import DEFAULT_BUDGET_BYTES, Metric, metrics_from_logits, parse_metrics, window_mean
+from .profile import Profile, PromptProfile
+
+__all__ = ["ModelInspector"]
+
+_SUBMODULES = {
+    "hook_attn_out": ("self_attn", "attn", "attention", "self_attention"),
+    "hook_mlp_out": ("mlp", "feed_forward", "ffn", "fc2"),
+}
+
+
+def _scale_output(factor: float):
+    def hook(_mod, _args, out):
+        if isinstance(out, torch.Tensor):
+            return out * factor
+        if isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor):
+            return (out[0] * factor,) + tuple(out[1:])
+        raise TypeError(f"cannot scale a module output of type {type(out).__name__}")
+
+    return hook
+
+
+class ModelInspector:
+    """Hook every block of a causal LM and read entropy-lens profiles.
+
+    ``model_name_or_model``: an HF model object (pass its ``tokenizer``), an alias from the model
+    table (``smollm2-135m-instruct``, ``gemma-2-2b-it``...), an HF hub id, a local directory or a
+    ``.gguf`` file (loaded through :func:`model_manager.load_model`).
+    ``budget_bytes``: memory budget for the vocabulary-chunk temporaries of the lens.
+    """
+
+    def __init__(self, model_name_or_model, tokenizer=None, device="auto", dtype="auto", *, device_map=None,
+                 verify: bool = True, budget_bytes: int = DEFAULT_BUDGET_BYTES):
+        if isinstance(model_name_or_model, nn.Module):
+            if tokenizer is None:
+                raise ValueError("pass the model's tokenizer along with a model object")
+            self.model, self.tokenizer = model_name_or_model, tokenizer
+            self.model.eval()
+            self.name = getattr(self.model.config, "_name_or_path", type(self.model).__name__)
+        else:
+            import model_manager  # the seam: loading lives in model_manager.py
+
+            self.model, self.tokenizer = model_manager.load_model(
+                str(model_name_or_model), device=device, dtype=dtype, device_map=device_map
+            )
+            self.name = str(model_name_or_model)
+        self.lens = LogitLens(self.model, verify=verify)
+        self.budget_bytes = budget_bytes
+        self._scalings: dict[tuple[int, str], torch.utils.hooks.RemovableHandle] = {}
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_layers(self) -> int:
+        return self.lens.n_layers
+
+    @property
+    def d_model(self) -> int:
+        return self.lens.d_model
+
+    @property
+    def d_vocab(self) -> int:
+        return self.lens.vocab_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.lens.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lens.head.weight.dtype
+
+    # ------------------------------------------------------------------ modern API
+    def profile(self, prompts: Sequence[str] | str, *, max_len: int = 32, metrics=("shannon",), batch_size: int = 8,
+                sample: bool = False, temperature: float = 1.0, seed: int | None = None, stop_at_eos: bool = False,
+                keep_residuals: bool = False, top_k: int = 0, chat_template: bool = False, first_index: int = 0,
+                on_batch=None) -> Profile:
+        """Generate ``max_len`` tokens per prompt and profile every layer at every step.
+
+        Returns a :class:`Profile`: ``.entropy`` and the other metrics ``[prompt, token, layer]``,
+        ``.texts`` (generated text), ``.token_ids`` ``[prompt, token]``."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        return generate_profiles(
+            self.model, self.tokenizer, self.lens, prompts, max_len=max_len, metrics=metrics,
+            batch_size=batch_size, sample=sample, temperature=temperature, seed=seed, first_index=first_index,
+            stop_at_eos=stop_at_eos, keep_residuals=keep_residuals, top_k=top_k, chat_template=chat_template,
+            budget_bytes=self.budget_bytes, on_batch=on_batch,
+        )
+
+    def profile_prompt(self, prompts: Sequence[str] | str, *, metrics=("shannon",), batch_size: int = 8,
+                       chat_template: bool = False) -> PromptProfile:
+        """Metrics at every prompt position, one forward pass per batch: ``[prompt, position, layer]``."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        return prompt_profiles(self.model, self.tokenizer, self.lens, prompts, metrics=metrics,
+                               batch_size=batch_size, chat_template=chat_template, budget_bytes=self.budget_bytes)
+
+    # ------------------------------------------------------------------ reference-compatible API
+    def generate_with_activations(self, prompt: str, max_len: int = 100, layer_name: str = "hook_resid_post",
+                                  verbose: bool = True, sample: bool = False, temperature: float = 1.0):
+        """Returns ``(prompt + generated text, activations [T, L, d_model] float32 numpy)``."""
+        if layer_name != "hook_resid_post":
+            raise ValueError(f"layer_name {layer_name!r} is not supported: profiles use 'hook_resid_post'")
+        prof = self.profile([prompt], max_len=max_len, sample=sample, temperature=temperature, keep_residuals=True)
+        text = prompt + prof.texts[0]
+        if verbose:
+            print(text)
+        return text, prof.residuals[0]
+
+    def _as_tensor(self, activations) -> torch.Tensor:
+        x = torch.as_tensor(np.asarray(activations) if not isinstance(activations, torch.Tensor) else activations)
+        if x.shape[-1] != self.d_model:
+            raise ValueError(f"activations end in {x.shape[-1]}, expected d_model={self.d_model} ([..., layer, d_model])")
+        return x.to(self.device)
+
+    def decode_activations(self, activations) -> torch.Tensor:
+        """Full lens logits ``[..., layer, vocab]`` (float32) of activations ``[..., layer, d_model]``."""
+        with torch.no_grad():
+            return self.lens.logits(self._as_tensor(activations))
+
+    def _windowed(self, activations, metric, num_windows: int) -> np.ndarray:
+        metric = parse_metrics([metric])[0]
+        x = self._as_tensor(activations)
+        if x.dim() != 3:
+            raise ValueError(f"activations must be [T, layer, d_model] (got shape {tuple(x.shape)})")
+        vals = self.lens.metrics(x, [metric], budget_bytes=self.budget_bytes)[metric.key]  # [T, L]
+        return window_mean(vals.cpu().numpy(), num_windows, axis=0)
+
+    def calculate_entropy(self, activations, num_windows: int = 10) -> np.ndarray:
+        """Shannon entropy (nats) ``[num_windows, layer]`` of activations ``[T, layer, d_model]``."""
+        return self._windowed(activations, "shannon", num_windows)
+
+    def calculate_renyi_entropy(self, activations, alpha: float, num_windows: int = 10) -> np.ndarray:
+        """Rényi entropy of order ``alpha`` (nats) ``[num_windows, layer]``."""
+        return self._windowed(activations, Metric("renyi", float(alpha)) if alpha != 1 else "shannon", num_windows)
+
+    def calculate_moment(self, activations, power: float, num_windows: int = 10) -> np.ndarray:
+        """``mean(p^power)`` over the vocabulary, ``[num_windows, layer]``."""
+        return self._windowed(activations, Metric("moment", float(power)), num_windows)
+
+    def calculate_entropy_thresholded(self, activations, num_windows: int = 10) -> np.ndarray:
+        """Entropy (nats) of p restricted to p > mean(p) - std(p), renormalised: ``[num_windows, layer]``."""
+        return self._windowed(activations, "entropy_thresholded", num_windows)
+
+    def calculate_moment_thresholded(self, activations, power: float, num_windows: int = 10) -> np.ndarray:
+        """Mean of p^power over entries with p > mean(p) - std(p): ``[num_windows, layer]``."""
+        return self._windowed(activations, Metric("moment_thresholded", float(power)), num_windows)
+
+    def calculate_entropy_batched(self, activations, num_windows: int = 10) -> np.ndarray:
+        """Shannon entropy (nats) ``[batch, num_windows, layer]`` of activations ``[batch, T, layer, d]``."""
+        x = self._as_tensor(activations)
+        if x.dim() != 4:
+            raise ValueError(f"activations must be [batch, T, layer, d_model] (got shape {tuple(x.shape)})")
+        vals = self.lens.metrics(x, ["shannon"], budget_bytes=self.budget_bytes)["entropy"]
+        return window_mean(vals.cpu().numpy(), num_windows, axis=1)
+
+    def calculate_anchored_renyi_entropy(self, activations, anchors=(), alpha: float = 1, num_windows: int = 1):
+        """Rényi entropy (nats) of the lens distribution restricted to ``anchors`` (token ids or
+        strings that are single tokens) and renormalised there: ``[num_windows, layer]``."""
+        ids = self._anchor_ids(anchors)
+        x = self._as_tensor(activations)
+        with torch.no_grad():
+            normed = self.lens.normalize(x)
+            sub = next(self.lens.logits_chunks(normed, self.lens.vocab_size, rows=ids))
+        metric = Metric("renyi", float(alpha)) if alpha != 1 else Metric("shannon")
+        vals = metrics_from_logits(sub, [metric], budget_bytes=self.budget_bytes)[metric.key]
+        return window_mean(vals.cpu().numpy(), num_windows, axis=0)
+
+    def _anchor_ids(self, anchors) -> torch.Tensor:
+        if anchors is None or len(anchors) == 0:
+            raise ValueError("anchors must list at least one token (ids or single-token strings)")
+        ids = []
+        for a in anchors:
+            if isinstance(a, str):
+                toks = self.tokenizer(a, add_special_tokens=False)["input_ids"]
+                if len(toks) != 1:
+                    raise ValueError(f"anchor {a!r} is {len(toks)} tokens; give single tokens or ids")
+                a = toks[0]
+            a = int(a)
+            if not 0 <= a < self.d_vocab:
+                raise ValueError(f"anchor id {a} is outside the vocabulary [0, {self.d_vocab})")
+            ids.append(a)
+        return torch.tensor(sorted(set(ids)), device=self.device)
+
+    # ------------------------------------------------------------------ interventions
+    def _hook_module(self, block: int, hook: str) -> nn.Module:
+        if not isinstance(block, int) or not 0 <= block < self.n_layers:
+            raise ValueError(f"block must be an integer in [0, {self.n_layers}) (got {block!r})")
+        blk = self.lens.blocks[block]
+        if hook == "hook_resid_post":
+            return blk
+        if hook not in _SUBMODULES:
+            raise ValueError(f"unknown hook {hook!r}; use hook_resid_post, hook_attn_out or hook_mlp_out")
+        for name in _SUBMODULES[hook]:
+            if hasattr(blk, name):
+                return getattr(blk, name)
+        raise ValueError(f"block {block} has no submodule for {hook} (looked for {', '.join(_SUBMODULES[hook])})")
+
+    def add_scale_activations_layer(self, block: int, hook: str, scaling_factor: float) -> None:
+        """Multiply the output of ``hook`` (``hook_resid_post``, ``hook_attn_out``, ``hook_mlp_out``)
+        of ``block`` by ``scaling_factor`` in every later forward pass. Setting it again replaces
+        the earlier factor (factors do not stack)."""
+        mod = self._hook_module(block, hook)
+        self.undo_scaling_at_layer(block, hook)
+        self._scalings[(block, hook)] = mod.register_forward_hook(_scale_output(float(scaling_factor)), prepend=True)
+
+    def undo_scaling_at_layer(self, block: int, hook: str | None = None) -> None:
+        """Remove the scaling hooks of ``block`` (all of its hooks, or only ``hook``)."""
+        for key in [k for k in self._scalings if k[0] == block and (hook is None or k[1] == hook)]:
+            self._scalings.pop(key).remove()
+
+    def undo_all_scalings(self) -> None:
+        """Remove every scaling hook."""
+        for handle in self._scalings.values():
+            handle.remove()
+        self._scalings.clear()
+
+    def __repr__(self) -> str:
+        cfg = text_config(self.model)
+        return (f"ModelInspector({self.name!r}, layers={self.n_layers}, d_model={self.d_model}, "
+                f"vocab={self.d_vocab}, device={self.device}, dtype={self.dtype}, type={getattr(cfg, 'model_type', '?')})")

@@ -1,0 +1,306 @@
+"""The logit lens: decode a residual-stream state through the model's own final norm and head.
+
+:class:`LogitLens` resolves, once per model and without a table of model names:
+
+* the decoder blocks: the ``nn.ModuleList`` whose length is ``num_hidden_layers``;
+* the *post-block* modules: whatever the model's own forward runs after the last block and before
+  the output head (final norm, OPT's ``project_out``...), found by tracing one forward pass;
+* the unembedding: ``model.get_output_embeddings()`` (weight and bias);
+* elementwise transforms the model's forward applies to the head's output (Gemma-2
+  ``final_logit_softcapping``, Cohere ``logit_scale``, Granite ``logits_scaling``,
+  Falcon-H1 ``lm_head_multiplier``), read from the config.
+
+It then checks on a short input that decoding the last block's output reproduces the model's own
+logits, and raises :class:`LensResolutionError` naming what could not be resolved otherwise.
+
+The residual stream "after block l" is the block's output (TransformerLens
+``blocks.{l}.hook_resid_post``), captured with forward hooks: never ``output_hidden_states[-1]``,
+which in most HF models already has the final norm applied.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from .metrics import DEFAULT_BUDGET_BYTES, chunk_size_for, stream_metrics, top_k_from_chunks
+
+__all__ = ["LogitLens", "LensResolutionError", "find_blocks", "text_config"]
+
+
+class LensResolutionError(RuntimeError):
+    """The lens could not be resolved, or does not reproduce the model's own logits."""
+
+
+def text_config(model: nn.Module):
+    cfg = model.config
+    get = getattr(cfg, "get_text_config", None)
+    return get() if callable(get) else cfg
+
+
+def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The decoder blocks: the ``ModuleList`` of length ``num_hidden_layers`` (shortest path wins)."""
+    n = getattr(text_config(model), "num_hidden_layers", None)
+    if n is None:
+        raise LensResolutionError(
+            f"{type(model).__name__}: the config has no num_hidden_layers, so the decoder blocks cannot be found"
+        )
+    found = [
+        (name, mod)
+        for name, mod in model.named_modules()
+        if isinstance(mod, nn.ModuleList) and len(mod) == n and not _looks_non_text(name)
+    ]
+    if not found:
+        raise LensResolutionError(
+            f"{type(model).__name__}: no nn.ModuleList of length num_hidden_layers={n} was found "
+            "(the decoder blocks could not be resolved)"
+        )
+    found.sort(key=lambda nm: (nm[0].count("."), len(nm[0])))
+    return found[0]
+
+
+def _looks_non_text(name: str) -> bool:
+    return any(k in name for k in ("vision", "visual", "audio", "image", "encoder."))
+
+
+def _post_head_transforms(cfg) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
+    out = []
+    cap = getattr(cfg, "final_logit_softcapping", None)
+    if cap:
+        cap = float(cap)
+        out.append((f"softcap({cap:g})", lambda x, c=cap: c * torch.tanh(x / c)))
+    scale = getattr(cfg, "logit_scale", None)  # Cohere: logits * logit_scale
+    if isinstance(scale, (int, float)) and scale != 1:
+        out.append((f"scale({scale:g})", lambda x, s=float(scale): x * s))
+    div = getattr(cfg, "logits_scaling", None)  # Granite: logits / logits_scaling
+    if isinstance(div, (int, float)) and div != 1:
+        out.append((f"divide({div:g})", lambda x, d=float(div): x / d))
+    mult = getattr(cfg, "lm_head_multiplier", None)  # Falcon-H1
+    if isinstance(mult, (int, float)) and mult != 1:
+        out.append((f"scale({mult:g})", lambda x, s=float(mult): x * s))
+    return out
+
+
+def _first_tensor(out):
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    hs = getattr(out, "last_hidden_state", None)
+    if isinstance(hs, torch.Tensor):
+        return hs
+    raise LensResolutionError(f"cannot read a hidden state from a block output of type {type(out).__name__}")
+
+
+def _module_device(mod: nn.Module, default: torch.device) -> torch.device:
+    for p in mod.parameters():
+        return p.device
+    return default
+
+
+@dataclass
+class LogitLens:
+    """Decode residual states ``[..., d_model]`` into next-token logits ``[..., vocab]``.
+
+    Attributes (resolved at construction): ``blocks`` (the decoder ``ModuleList``), ``block_path``,
+    ``post_block`` (list of ``(name, module)`` run in order after the last block), ``head`` (the
+    unembedding module), ``post_head`` (names of elementwise logit transforms), ``n_layers``,
+    ``d_model``, ``vocab_size``.
+    """
+
+    model: nn.Module
+    verify: bool = True
+    atol: float = 1e-4
+    blocks: nn.ModuleList = field(init=False)
+    block_path: str = field(init=False)
+    post_block: list = field(init=False)
+    head: nn.Module = field(init=False)
+    post_head: list = field(init=False)
+
+    def __post_init__(self):
+        model = self.model
+        self.block_path, self.blocks = find_blocks(model)
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        if head is None or getattr(head, "weight", None) is None:
+            raise LensResolutionError(
+                f"{type(model).__name__}: get_output_embeddings() gave no module with a weight "
+                "(the unembedding could not be resolved)"
+            )
+        self.head = head
+        self._transforms = _post_head_transforms(text_config(model))
+        self.post_head = [name for name, _ in self._transforms]
+        self.post_block = self._trace_post_block()
+        if self.verify:
+            self.check()
+
+    # ----------------------------------------------------------------- resolution
+    def _probe_inputs(self, length: int = 6) -> dict:
+        cfg = text_config(self.model)
+        vocab = int(getattr(cfg, "vocab_size", 0) or self.vocab_size)
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(3, max(4, min(vocab, 1000)), (1, length), generator=g)
+        return {"input_ids": ids.to(self.device)}
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    def _trace_post_block(self) -> list[tuple[str, nn.Module]]:
+        """Run one forward; return the modules (outside the blocks and the head) that start after
+        the last block has finished and before the head starts, outermost only, in call order."""
+        skip = {id(self.blocks), id(self.head), id(self.model)}
+        inside = {id(m) for m in self.blocks.modules()} | {id(m) for m in self.head.modules()}
+        ancestors = set()
+        prefix = ""
+        for part in self.block_path.split("."):
+            ancestors.add(prefix.rstrip("."))
+            prefix += part + "."
+        events: list[tuple[str, str]] = []
+        handles = []
+        last = self.blocks[-1]
+        handles.append(last.register_forward_hook(lambda *a: events.append(("end_last", ""))))
+        handles.append(self.head.register_forward_pre_hook(lambda *a: events.append(("head", ""))))
+        for name, mod in self.model.named_modules():
+            if id(mod) in skip or id(mod) in inside or name in ancestors or name == "":
+                continue
+            handles.append(mod.register_forward_pre_hook(lambda m, a, n=name: events.append(("start", n))))
+        try:
+            with torch.no_grad():
+                self.model(**self._probe_inputs(), use_cache=False)
+        except Exception as exc:  # noqa: BLE001 - reported with context
+            raise LensResolutionError(f"{type(self.model).__name__}: probe forward pass failed: {exc}") from exc
+        finally:
+            for h in handles:
+                h.remove()
+        names: list[str] = []
+        seen_end = False
+        for kind, name in events:
+            if kind == "end_last":
+                seen_end, names = True, []  # blocks may be called again (e.g. weight sharing)
+            elif kind == "head" and seen_end:
+                break
+            elif kind == "start" and seen_end and name not in names:
+                names.append(name)
+        outer = [n for n in names if not any(n.startswith(o + ".") for o in names if o != n)]
+        mods = dict(self.model.named_modules())
+        return [(n, mods[n]) for n in outer]
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def n_layers(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.head.weight.shape[0])
+
+    @property
+    def d_model(self) -> int:
+        return int(text_config(self.model).hidden_size)
+
+    def describe(self) -> str:
+        post = " -> ".join([n for n, _ in self.post_block] + ["head"] + self.post_head)
+        return f"{self.n_layers} blocks at '{self.block_path}', decode: {post}"
+
+    # ----------------------------------------------------------------- decoding
+    def normalize(self, resid: torch.Tensor) -> torch.Tensor:
+        """Apply the post-block modules (final norm...) to residual states ``[..., d_model]``.
+
+        Returns ``[..., d_head_in]`` on the head's device, in the head's dtype."""
+        x = resid
+        for _, mod in self.post_block:
+            x = _first_tensor(mod(x.to(_module_device(mod, x.device))))
+        return x.to(device=self.head.weight.device, dtype=self.head.weight.dtype)
+
+    def logits_chunks(self, normed: torch.Tensor, chunk: int, rows: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+        """Yield float32 logits ``[..., c]`` of normalised states ``[..., d]`` over vocabulary
+        chunks of width ``chunk`` (transforms applied). ``rows``: restrict to these token ids."""
+        w = self.head.weight
+        b = getattr(self.head, "bias", None)
+        if rows is not None:
+            w, b = w[rows], (None if b is None else b[rows])
+        for i in range(0, w.shape[0], chunk):
+            out = torch.nn.functional.linear(normed, w[i : i + chunk], None if b is None else b[i : i + chunk])
+            out = out.float()
+            for _, fn in self._transforms:
+                out = fn(out)
+            yield out
+
+    def logits(self, resid: torch.Tensor) -> torch.Tensor:
+        """Full float32 logits ``[..., vocab]`` of residual states ``[..., d_model]`` (memory: the
+        whole block; prefer :meth:`metrics` for reductions)."""
+        normed = self.normalize(resid)
+        return torch.cat(list(self.logits_chunks(normed, self.vocab_size)), dim=-1)
+
+    def metrics(self, resid: torch.Tensor, metrics, *, budget_bytes: int = DEFAULT_BUDGET_BYTES) -> dict:
+        """Metrics of the lens distributions of residual states ``[..., layer, d_model]``.
+
+        Returns ``{key: float32 tensor [..., layer]}`` on the head's device (entropies in nats).
+        The vocabulary is streamed in chunks so that temporaries stay under ``budget_bytes``."""
+        with torch.no_grad():
+            normed = self.normalize(resid)
+            rows = max(1, normed[..., 0].numel())
+            size = chunk_size_for(rows, self.vocab_size, budget_bytes)
+            return stream_metrics(lambda: self.logits_chunks(normed, size), metrics, self.vocab_size)
+
+    def top_k(self, resid: torch.Tensor, k: int, *, budget_bytes: int = DEFAULT_BUDGET_BYTES):
+        """Top-``k`` decoded tokens: ``(ids [..., k], log_probs [..., k])`` for ``resid [..., d]``."""
+        with torch.no_grad():
+            normed = self.normalize(resid)
+            size = chunk_size_for(max(1, normed[..., 0].numel()), self.vocab_size, budget_bytes)
+            return top_k_from_chunks(self.logits_chunks(normed, size), k)
+
+    # ----------------------------------------------------------------- capture
+    @contextmanager
+    def capture(self, last_only: bool = True) -> Iterator[list]:
+        """Forward hooks on every block. Yields a list ``slots`` of length ``n_layers``; after each
+        forward pass ``slots[l]`` holds block ``l``'s output, ``[batch, d_model]`` (last position)
+        or ``[batch, seq, d_model]`` (``last_only=False``), moved to the head's device."""
+        slots: list = [None] * self.n_layers
+        dev = self.head.weight.device
+
+        def make(i):
+            def hook(_mod, _args, out):
+                h = _first_tensor(out)
+                slots[i] = (h[:, -1, :] if last_only else h).detach().to(dev)
+
+            return hook
+
+        handles = [blk.register_forward_hook(make(i)) for i, blk in enumerate(self.blocks)]
+        try:
+            yield slots
+        finally:
+            for h in handles:
+                h.remove()
+
+    def check(self) -> float:
+        """Decode the last block's output of a probe input and compare with the model's own logits.
+
+        Returns the max absolute deviation; raises :class:`LensResolutionError` above ``atol``
+        (the check uses the model's dtype; tolerance is scaled for half precision)."""
+        inputs = self._probe_inputs()
+        with torch.no_grad(), self.capture(last_only=False) as slots:
+            out = self.model(**inputs, use_cache=False)
+        own = out.logits.float()
+        mine = self.logits(slots[-1])
+        dtype = self.head.weight.dtype
+        tol = self.atol if dtype in (torch.float32, torch.float64) else 5e-2 * max(1.0, own.abs().max().item())
+        if own.shape != mine.shape:
+            raise LensResolutionError(
+                f"{type(self.model).__name__}: lens logits have shape {tuple(mine.shape)}, the model's "
+                f"{tuple(own.shape)} (resolved: {self.describe()})"
+            )
+        dev = (own - mine).abs().max().item()
+        if not math.isfinite(dev) or dev > tol:
+            raise LensResolutionError(
+                f"{type(self.model).__name__}: decoding the last block's output does not reproduce the "
+                f"model's logits (max |diff| = {dev:.3g} > {tol:.1g}); resolved {self.describe()}. "
+                "An unrecognised transform between the last block and the logits is likely."
+            )
+        self.check_deviation = dev
+        return dev

@@ -1,0 +1,154 @@
+"""Generation invariants: batched == single, cached == uncached original, greedy == model.generate."""
+
+import numpy as np
+import pytest
+import torch
+
+from model_inspector import ModelInspector
+from model_inspector.generation import batch_seed, encode_prompts
+from model_inspector.reference import reference_profile
+from tiny_models import tiny_model
+
+PROMPTS = ["Hello world", "A much longer prompt, with padding.", "x", "Once upon a time"]
+ARCHS = ["gpt2", "llama", "gemma2", "opt", "bloom"]
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def mi(request, tok):
+    return ModelInspector(tiny_model(request.param), tok)
+
+
+def test_batched_equals_single(mi):
+    batched = mi.profile(PROMPTS, max_len=6, batch_size=4, metrics=["shannon", "renyi:2"])
+    single = mi.profile(PROMPTS, max_len=6, batch_size=1, metrics=["shannon", "renyi:2"])
+    np.testing.assert_allclose(batched.entropy, single.entropy, atol=1e-4)
+    np.testing.assert_allclose(batched.renyi_2, single.renyi_2, atol=1e-4)
+    assert (batched.token_ids == single.token_ids).all()
+    assert batched.entropy.shape == (4, 6, mi.n_layers)
+
+
+def test_cached_equals_uncached_original(mi, tok):
+    prof = mi.profile(PROMPTS, max_len=6, batch_size=4)
+    for i, p in enumerate(PROMPTS):
+        ref, ids, res = reference_profile(mi.model, tok, mi.lens, p, max_len=6, keep_residuals=True)
+        np.testing.assert_allclose(prof.entropy[i], ref, atol=1e-4)
+        assert (prof.token_ids[i] == ids).all()
+
+
+def test_greedy_text_equals_model_generate(mi, tok):
+    prof = mi.profile(PROMPTS, max_len=6, batch_size=4)
+    for i, p in enumerate(PROMPTS):
+        enc = encode_prompts(tok, [p])
+        out = mi.model.generate(**enc, max_new_tokens=6, do_sample=False, pad_token_id=0, eos_token_id=None)
+        assert out[0, enc["input_ids"].shape[1]:].tolist() == prof.token_ids[i].tolist()
+        assert tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True) == prof.texts[i]
+
+
+def test_last_layer_is_model_output_entropy(mi, tok):
+    prof = mi.profile(PROMPTS[:1], max_len=4)
+    enc = encode_prompts(tok, PROMPTS[:1])
+    ids = torch.cat([enc["input_ids"], torch.as_tensor(prof.token_ids)], 1)
+    with torch.no_grad():
+        logits = mi.model(input_ids=ids).logits[0, enc["input_ids"].shape[1] - 1 : -1].double()
+    logp = torch.log_softmax(logits, -1)
+    want = -(logp.exp() * logp).sum(-1).numpy()
+    np.testing.assert_allclose(prof.entropy[0, :, -1], want, atol=1e-4)
+
+
+def test_sampling_is_seeded_and_pure_multinomial(mi, tok):
+    a = mi.profile(PROMPTS, max_len=5, sample=True, temperature=2.5, seed=7, batch_size=2)
+    b = mi.profile(PROMPTS, max_len=5, sample=True, temperature=2.5, seed=7, batch_size=2)
+    c = mi.profile(PROMPTS, max_len=5, sample=True, temperature=2.5, seed=8, batch_size=2)
+    assert (a.token_ids == b.token_ids).all() and np.array_equal(a.entropy, b.entropy)
+    assert not (a.token_ids == c.token_ids).all()
+    # one prompt per batch: the same draws as torch.multinomial on softmax(logits / T)
+    one = mi.profile(PROMPTS[:1], max_len=5, sample=True, temperature=2.5, seed=7, batch_size=1)
+    torch.manual_seed(batch_seed(7, 0))
+    _, ids, _ = reference_profile(mi.model, tok, mi.lens, PROMPTS[0], max_len=5, sample=True, temperature=2.5)
+    assert one.token_ids[0].tolist() == ids.tolist()
+
+
+def test_resumed_batches_draw_the_same(mi):
+    whole = mi.profile(PROMPTS, max_len=4, sample=True, seed=3, batch_size=2)
+    second = mi.profile(PROMPTS[2:], max_len=4, sample=True, seed=3, batch_size=2, first_index=2)
+    assert (whole.token_ids[2:] == second.token_ids).all()
+    np.testing.assert_array_equal(whole.entropy[2:], second.entropy)
+
+
+def test_residuals_and_compat_api(mi):
+    text, acts = mi.generate_with_activations("Hello", max_len=5, verbose=False)
+    assert acts.shape == (5, mi.n_layers, mi.d_model)
+    assert text.startswith("Hello")
+    ent = mi.calculate_entropy(acts, num_windows=5)
+    prof = mi.profile(["Hello"], max_len=5)
+    np.testing.assert_allclose(ent, prof.entropy[0], atol=1e-5)
+    np.testing.assert_allclose(mi.calculate_entropy(acts, num_windows=1), prof.entropy[0].mean(0, keepdims=True),
+                               atol=1e-5)
+    assert mi.calculate_entropy(acts, num_windows=2).shape == (2, mi.n_layers)  # 5 tokens: windows of 3 and 2
+    batched = mi.calculate_entropy_batched(np.stack([acts, acts]), num_windows=5)
+    np.testing.assert_allclose(batched[1], ent, atol=1e-6)
+    r1 = mi.calculate_renyi_entropy(acts, 1, num_windows=5)
+    np.testing.assert_allclose(r1, ent, atol=1e-6)
+    assert (mi.calculate_renyi_entropy(acts, 2, num_windows=5) <= ent + 1e-5).all()
+    assert mi.calculate_moment(acts, 2, num_windows=5).shape == (5, mi.n_layers)
+    assert mi.calculate_entropy_thresholded(acts, num_windows=1).shape == (1, mi.n_layers)
+    assert mi.calculate_moment_thresholded(acts, 2, num_windows=1).shape == (1, mi.n_layers)
+    logits = mi.decode_activations(acts)
+    assert logits.shape == (5, mi.n_layers, mi.d_vocab)
+    anchored = mi.calculate_anchored_renyi_entropy(acts, anchors=list(range(mi.d_vocab)), alpha=1, num_windows=5)
+    np.testing.assert_allclose(anchored, ent, atol=1e-4)  # all tokens as anchors = the plain entropy
+    two = mi.calculate_anchored_renyi_entropy(acts, anchors=[5, 9], alpha=2)
+    assert (two <= np.log(2) + 1e-6).all()
+    with pytest.raises(ValueError, match="anchors"):
+        mi.calculate_anchored_renyi_entropy(acts, anchors=[])
+    with pytest.raises(ValueError, match="larger than the number of tokens"):
+        mi.calculate_entropy(acts, num_windows=6)
+
+
+def test_scaling_hooks_replace_and_undo(mi):
+    base = mi.profile(["Hello"], max_len=3).entropy
+    mi.add_scale_activations_layer(0, "hook_resid_post", 0.0)
+    zeroed = mi.profile(["Hello"], max_len=3).entropy
+    mi.add_scale_activations_layer(0, "hook_resid_post", 1.0)  # replaces, does not stack
+    np.testing.assert_allclose(mi.profile(["Hello"], max_len=3).entropy, base, atol=1e-6)
+    mi.add_scale_activations_layer(1, "hook_resid_post", 0.0)
+    mi.undo_scaling_at_layer(1)
+    np.testing.assert_allclose(mi.profile(["Hello"], max_len=3).entropy, base, atol=1e-6)
+    mi.add_scale_activations_layer(0, "hook_resid_post", 0.0)
+    mi.add_scale_activations_layer(1, "hook_mlp_out", 2.0)
+    mi.undo_all_scalings()
+    assert not mi._scalings
+    np.testing.assert_allclose(mi.profile(["Hello"], max_len=3).entropy, base, atol=1e-6)
+    assert not np.allclose(zeroed, base)
+
+
+def test_stop_at_eos_pads_with_nan(mi):
+    from tiny_models import char_tokenizer
+
+    free = mi.profile(["ab", "c"], max_len=5)
+    eos_tok = char_tokenizer()
+    eos_tok.eos_token = eos_tok.convert_ids_to_tokens(int(free.token_ids[0, 1]))  # row 0 stops at step 2
+    stopping = ModelInspector(mi.model, eos_tok, verify=False)
+    prof = stopping.profile(["ab", "c"], max_len=5, stop_at_eos=True)
+    for i in range(2):
+        hits = np.flatnonzero(free.token_ids[i] == eos_tok.eos_token_id)
+        n = hits[0] + 1 if hits.size else 5
+        assert prof.n_tokens[i] == n
+        assert np.isnan(prof.entropy[i, n:]).all() and not np.isnan(prof.entropy[i, :n]).any()
+        assert (prof.token_ids[i, n:] == -1).all()
+        np.testing.assert_allclose(prof.entropy[i, :n], free.entropy[i, :n], atol=1e-5)
+    assert prof.n_tokens[0] <= 2
+
+
+def test_invalid_generation_arguments(mi):
+    with pytest.raises(ValueError, match="max_len"):
+        mi.profile(["a"], max_len=0)
+    with pytest.raises(ValueError, match="temperature"):
+        mi.profile(["a"], max_len=2, sample=True, temperature=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        mi.profile(["a"], max_len=2, batch_size=0)
+
+
+def test_empty_prompt_is_bos(mi, tok):
+    prof = mi.profile([""], max_len=3)
+    assert prof.entropy.shape == (1, 3, mi.n_layers)

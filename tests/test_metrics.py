@@ -1,0 +1,145 @@
+"""Streamed vocabulary metrics against direct float64 computations."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from model_inspector.metrics import (
+    kl_divergence,
+    metrics_from_logits,
+    parse_metric,
+    top_k_from_chunks,
+    window_bounds,
+    window_mean,
+)
+
+ALL = ["shannon", "renyi:0", "renyi:0.5", "renyi:2", "renyi:5", "renyi:inf", "moment:2", "moment:3",
+       "entropy_thresholded", "moment_thresholded:2", "kl_final"]
+
+
+def direct(logits: np.ndarray) -> dict:
+    """float64 reference of every metric; logits [..., L, V] with the layer axis at -2."""
+    x = logits.astype(np.float64)
+    m = np.max(x, -1, keepdims=True)
+    p = np.exp(x - m)
+    p /= p.sum(-1, keepdims=True)
+    logp = np.where(p > 0, np.log(np.where(p > 0, p, 1)), 0.0)
+    v = x.shape[-1]
+    out = {"entropy": -(p * logp).sum(-1), "renyi_0": np.log((x > -np.inf).sum(-1)),
+           "renyi_inf": -np.log(p.max(-1))}
+    for a in (0.5, 2, 5):
+        out[f"renyi_{a:g}"] = np.log((p**a).sum(-1)) / (1 - a)
+    for k in (2, 3):
+        out[f"moment_{k}"] = (p**k).mean(-1)
+    thr = 1.0 / v - p.std(-1, keepdims=True)
+    keep = p > thr
+    q = np.where(keep, p, 0)
+    q = q / q.sum(-1, keepdims=True)
+    out["entropy_thresholded"] = -(np.where(q > 0, q * np.log(np.where(q > 0, q, 1)), 0)).sum(-1)
+    out["moment_thresholded_2"] = np.where(keep, p**2, 0).sum(-1) / keep.sum(-1)
+    ref = logp[..., -1:, :]
+    out["kl_final"] = (p * (logp - ref)).sum(-1)
+    return out
+
+
+def check(logits: torch.Tensor, budget: int, atol=2e-4, rtol=2e-4, keys=None):
+    got = metrics_from_logits(logits, ALL, budget_bytes=budget)
+    want = direct(logits.double().numpy())
+    for k in keys or want:
+        np.testing.assert_allclose(got[k].numpy(), want[k], atol=atol, rtol=rtol, err_msg=k)
+
+
+@pytest.mark.parametrize("budget", [10**9, 2000])  # one chunk; many chunks of a few entries
+def test_random_logits(budget):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4, 257, generator=g) * 4
+    check(logits, budget)
+
+
+def test_uniform_and_one_hot():
+    v = 300
+    uniform = torch.zeros(1, 2, v)
+    got = metrics_from_logits(uniform, ALL, budget_bytes=4000)
+    for key in ("entropy", "renyi_0", "renyi_0.5", "renyi_5", "renyi_inf"):
+        np.testing.assert_allclose(got[key].numpy(), math.log(v), rtol=1e-5, err_msg=key)
+    np.testing.assert_allclose(got["kl_final"].numpy(), 0, atol=1e-6)
+    one_hot = torch.full((1, 2, v), -math.inf)
+    one_hot[..., 7] = 3.0
+    got = metrics_from_logits(one_hot, ALL, budget_bytes=4000)
+    for key in ("entropy", "renyi_0", "renyi_0.5", "renyi_5", "renyi_inf", "entropy_thresholded"):
+        np.testing.assert_allclose(got[key].numpy(), 0, atol=1e-6, err_msg=key)
+    np.testing.assert_allclose(got["moment_2"].numpy(), 1 / v, rtol=1e-5)
+
+
+def test_minus_inf_entries():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 3, 100, generator=g) * 3
+    logits[..., ::3] = -math.inf  # the same entries masked in every layer: KL stays finite
+    check(logits, 1500)
+    got = metrics_from_logits(logits, ["renyi:0"])
+    np.testing.assert_allclose(got["renyi_0"].numpy(), math.log(66))
+
+
+def test_fp16_and_bf16_inputs_match_fp32():
+    g = torch.Generator().manual_seed(2)
+    logits = (torch.randn(2, 3, 500, generator=g) * 30).half()  # large magnitudes
+    logits[0, 0, :10] = -math.inf
+    for dt in (torch.float16, torch.bfloat16):
+        low = logits.to(dt)
+        got = metrics_from_logits(low, ALL, budget_bytes=5000)
+        want = metrics_from_logits(low.float(), ALL)
+        for k in want:
+            assert torch.isfinite(got[k]).all(), k
+            np.testing.assert_allclose(got[k].numpy(), want[k].numpy(), atol=1e-4, rtol=1e-4, err_msg=k)
+
+
+def test_kl_between_two_distributions():
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(5, 64, generator=g), torch.randn(5, 64, generator=g)
+    pa, pb = torch.softmax(a.double(), -1), torch.softmax(b.double(), -1)
+    want = (pa * (pa.log() - pb.log())).sum(-1)
+    np.testing.assert_allclose(kl_divergence(a, b, budget_bytes=300).numpy(), want.numpy(), rtol=1e-4)
+
+
+def test_top_k_streamed():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 3, 1000, generator=g)
+    chunks = [x[..., i : i + 64] for i in range(0, 1000, 64)]
+    ids, logp = top_k_from_chunks(chunks, 5)
+    want_v, want_i = torch.log_softmax(x, -1).topk(5, -1)
+    assert torch.equal(ids, want_i)
+    np.testing.assert_allclose(logp.numpy(), want_v.numpy(), atol=1e-5)
+
+
+def test_renyi_one_is_shannon_and_aliases():
+    assert parse_metric("renyi:1").key == "entropy"
+    assert parse_metric(("renyi", 0.5)).key == "renyi_0.5"
+    assert parse_metric("min_entropy").key == "renyi_inf"
+
+
+@pytest.mark.parametrize("bad, msg", [("renyi:-1", "alpha"), ("moment:0", "power"), ("foo", "unknown metric"),
+                                      ("renyi", "needs a parameter"), ("renyi:x", "not a number")])
+def test_invalid_metric_arguments(bad, msg):
+    with pytest.raises(ValueError, match=msg):
+        parse_metric(bad)
+
+
+def test_top_k_invalid():
+    with pytest.raises(ValueError, match="k must be"):
+        top_k_from_chunks([torch.zeros(2, 3)], 0)
+
+
+def test_windows():
+    assert window_bounds(10, 3) == [(0, 4), (4, 7), (7, 10)]
+    x = np.arange(10, dtype=float)[:, None] * np.ones((1, 2))
+    np.testing.assert_allclose(window_mean(x, 3)[:, 0], [1.5, 5.0, 8.0])
+    np.testing.assert_allclose(window_mean(x, 10), x)
+    with pytest.raises(ValueError, match="num_windows must be"):
+        window_mean(x, 0)
+    with pytest.raises(ValueError, match="larger than the number of tokens"):
+        window_mean(x, 11)
+    y = x.copy()
+    y[8:] = np.nan  # tokens after an early stop are ignored
+    np.testing.assert_allclose(window_mean(y, 1)[0, 0], 3.5)
