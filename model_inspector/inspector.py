@@ -42,7 +42,7 @@ class ModelInspector:
     """
 
     def __init__(self, model_name_or_model, tokenizer=None, device="auto", dtype="auto", *, device_map=None,
-                 verify: bool = True, budget_bytes: int = DEFAULT_BUDGET_BYTES):
+                 max_memory=None, verify: bool = True, budget_bytes: int = DEFAULT_BUDGET_BYTES):
         if isinstance(model_name_or_model, nn.Module):
             if tokenizer is None:
                 raise ValueError("pass the model's tokenizer along with a model object")
@@ -53,7 +53,7 @@ class ModelInspector:
             import model_manager  # the seam: loading lives in model_manager.py
 
             self.model, self.tokenizer = model_manager.load_model(
-                str(model_name_or_model), device=device, dtype=dtype, device_map=device_map
+                str(model_name_or_model), device=device, dtype=dtype, device_map=device_map, max_memory=max_memory
             )
             self.name = str(model_name_or_model)
         self.lens = LogitLens(self.model, verify=verify)

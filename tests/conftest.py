@@ -41,3 +41,14 @@ def smollm2():
     from model_inspector import ModelInspector
 
     return ModelInspector("smollm2-135m-instruct", device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A tiny random Llama saved with the char tokenizer, loadable by path like any local model."""
+    from tiny_models import char_tokenizer, tiny_model
+
+    d = tmp_path_factory.mktemp("models") / "tiny-llama"
+    tiny_model("llama", max_position_embeddings=2048).save_pretrained(d)
+    char_tokenizer().save_pretrained(d)
+    return d

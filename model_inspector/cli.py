@@ -1,0 +1,107 @@
+"""Command-line plumbing shared by the scripts: one clear line per user mistake, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable
+
+__all__ = ["run_main", "add_model_args", "add_generation_args", "positive_int", "TRUST_NOTE"]
+
+TRUST_NOTE = ("Results files are pickles: loading one runs code, so load only files you trust "
+              "(share results as .npz, which loads without executing anything).")
+
+
+def _user_errors() -> tuple:
+    from model_manager import ModelNotFoundError, ModelTableUpdateError
+
+    from .data import DataError
+    from .experiment import RunInterrupted
+    from .lens import LensResolutionError
+    from .storage import ResultsFileError
+
+    return (ModelNotFoundError, ModelTableUpdateError, DataError, ResultsFileError, LensResolutionError,
+            RunInterrupted, FileExistsError, FileNotFoundError, ValueError)
+
+
+def run_main(main: Callable[[], int | None]) -> None:
+    """Run ``main``; a user mistake prints ``error: <reason>`` on stderr and exits 2 (130 when
+    interrupted). ``ENTROPY_LENS_DEBUG=1`` shows the traceback instead."""
+    from .experiment import RunInterrupted
+
+    try:
+        code = main()
+    except _user_errors() as exc:
+        if os.environ.get("ENTROPY_LENS_DEBUG"):
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        sys.exit(130 if isinstance(exc, RunInterrupted) else 2)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (got {value})")
+    return value
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1... (default: auto)")
+    p.add_argument("--dtype", default="auto", help="auto (bf16/fp16 on GPU, fp32 on CPU), float32, bfloat16, float16")
+    p.add_argument("--device_map", default=None,
+                   help="shard the model over devices through accelerate, e.g. 'auto' (default: one device)")
+    p.add_argument("--max_memory", nargs="*", default=None, metavar="DEV=SIZE",
+                   help="with --device_map: memory per device, e.g. 0=20GiB 1=20GiB cpu=64GiB")
+    p.add_argument("--budget_mb", type=positive_int, default=256,
+                   help="memory budget of the lens's vocabulary chunks in MiB (default: 256)")
+
+
+def add_generation_args(p: argparse.ArgumentParser, *, default_batch: int = 8) -> None:
+    p.add_argument("--max_len", type=positive_int, default=8, help="generated tokens per prompt (default: 8)")
+    p.add_argument("--batch_size", type=positive_int, default=default_batch,
+                   help=f"prompts per forward pass (default: {default_batch})")
+    p.add_argument("--seed", type=int, default=0, help="seed of sampling and scrambling (default: 0)")
+    p.add_argument("--metrics", nargs="+", default=["shannon"],
+                   help="metrics to keep, e.g. shannon renyi:0.5 renyi:5 moment:2 kl_final (default: shannon)")
+    p.add_argument("--update_steps", type=positive_int, default=1000,
+                   help="write the results file every this many samples (default: 1000)")
+    p.add_argument("--results_dir", default="results", help="output folder (default: results/)")
+    p.add_argument("--resume", action="store_true", help="continue a partial results file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing results file")
+    p.add_argument("--chat_template", action="store_true",
+                   help="wrap each prompt in the tokenizer's chat template (the paper fed raw text: default off)")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+
+
+def parse_max_memory(items) -> dict | None:
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        dev, sep, size = item.partition("=")
+        if not sep:
+            raise ValueError(f"--max_memory entries look like 0=20GiB or cpu=64GiB (got {item!r})")
+        out[int(dev) if dev.isdigit() else dev] = size
+    return out
+
+
+def load_inspector(args):
+    """A ModelInspector for ``args.model`` with the device flags of :func:`add_model_args`."""
+    import json
+
+    from .inspector import ModelInspector
+
+    device_map = args.device_map
+    if device_map and device_map.strip().startswith("{"):
+        device_map = json.loads(device_map)
+    return ModelInspector(args.model, device=args.device, dtype=args.dtype, device_map=device_map,
+                          max_memory=parse_max_memory(args.max_memory), budget_bytes=args.budget_mb * 2**20)

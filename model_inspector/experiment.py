@@ -1,0 +1,219 @@
+"""The profiling loop shared by the experiment scripts: batches, progress, checkpoints, resume.
+
+``run_profiling`` profiles a list of :class:`~model_inspector.tasks.Sample` and keeps a results
+dict (see :mod:`model_inspector.storage`). It writes the file atomically every ``update_steps``
+samples and at the end; on SIGINT/SIGTERM it saves the completed batches and stops. With
+``resume=True`` it continues a partial file and yields exactly the file an uninterrupted run with
+the same settings writes (per-batch seeds depend only on the seed and the batch's first index).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .metrics import parse_metrics
+from .storage import FORMAT, FORMAT_VERSION, ResultsFileError, load_results, n_samples, save_results
+from .tasks import Sample
+
+__all__ = ["RunConfig", "RunInterrupted", "run_profiling", "library_versions", "model_label"]
+
+
+class RunInterrupted(RuntimeError):
+    """The run was stopped by a signal after saving what was complete."""
+
+
+@dataclass
+class RunConfig:
+    """Everything that determines a run's numbers (compared on ``--resume``)."""
+
+    model: str
+    dataset: str
+    max_len: int
+    metrics: tuple = ("shannon",)
+    batch_size: int = 8
+    sample: bool = False
+    temperature: float = 1.0
+    seed: int = 0
+    chat_template: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.max_len, int) or self.max_len < 1:
+            raise ValueError(f"--max_len must be a positive integer (got {self.max_len})")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"--batch_size must be a positive integer (got {self.batch_size})")
+        if self.sample and not self.temperature > 0:
+            raise ValueError(f"--temperature must be > 0 (got {self.temperature})")
+        self.metrics = parse_metrics(self.metrics)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["metrics"] = [m.key for m in self.metrics]
+        return d
+
+
+def model_label(name: str) -> str:
+    """The model's name in file names and labels: the last path component."""
+    return Path(str(name).rstrip("/")).name
+
+
+def library_versions() -> dict:
+    import sklearn
+    import torch
+    import transformers
+
+    from . import __version__
+
+    return {"entropy_lens": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "numpy": np.__version__, "scikit-learn": sklearn.__version__, "python": platform.python_version()}
+
+
+def default_fields(profile, i: int) -> dict:
+    """Per-sample fields kept from row ``i`` of a Profile: every metric ``[T, L]``, tokens, text."""
+    out = {k: v[i] for k, v in profile.metrics.items()}
+    out["tokens"] = profile.token_ids[i]
+    out["text"] = profile.texts[i]
+    return out
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _check_resume(state: dict, cfg: RunConfig, samples: Sequence[Sample], path: Path) -> int:
+    meta = state.get("metadata") or {}
+    old = meta.get("config")
+    new = cfg.as_dict()
+    if old is None:
+        raise ResultsFileError(f"{path} has no run configuration in its metadata, so it cannot be resumed")
+    diff = [k for k in new if old.get(k) != new[k]]
+    if diff:
+        detail = ", ".join(f"{k}: file {old.get(k)!r} vs now {new[k]!r}" for k in diff)
+        raise ValueError(f"cannot resume {path}: settings differ ({detail}); use the same flags, or --overwrite")
+    done = n_samples(state)
+    if done > len(samples):
+        raise ValueError(f"cannot resume {path}: it holds {done} samples but this run has only {len(samples)}")
+    if state.get("input", [])[:done] != [s.text for s in samples[:done]]:
+        raise ValueError(f"cannot resume {path}: its prompts differ from this run's (other data or order)")
+    return done
+
+
+def run_profiling(
+    samples: Sequence[Sample],
+    cfg: RunConfig,
+    out_path: str | Path,
+    *,
+    load_inspector: Callable[[], object],
+    update_steps: int = 1000,
+    resume: bool = False,
+    overwrite: bool = False,
+    label_fn: Callable[[Sample, dict], dict] | None = None,
+    fields_fn: Callable = default_fields,
+    save: Callable[[Path, dict], None] = save_results,
+    load: Callable[[Path], dict] = load_results,
+    metadata: dict | None = None,
+    progress: bool = True,
+    indices: Sequence[int] | None = None,
+) -> dict:
+    """Profile ``samples`` and write the results dict to ``out_path``.
+
+    ``load_inspector()`` is called only once there is work to do. ``label_fn(sample, fields)``
+    adds labels computed from the generation (e.g. MMLU ``correct``). ``indices``: the global
+    indices of the batches' first samples to run (data-parallel shards); default all.
+    Returns the results dict."""
+    out_path = Path(out_path)
+    if update_steps is None or update_steps < 1:
+        raise ValueError(f"--update_steps must be a positive integer (got {update_steps})")
+    if not samples:
+        raise ValueError("no samples to profile (all skipped or none requested)")
+    done = 0
+    if out_path.exists() and resume:
+        state = load(out_path)
+        done = _check_resume(state, cfg, samples, out_path)
+    elif out_path.exists() and not overwrite:
+        raise FileExistsError(f"{out_path} exists; pass --resume to continue it or --overwrite to replace it")
+    else:
+        state = {}
+    meta = dict(state.get("metadata") or {})
+    meta.update({"format": FORMAT, "format_version": FORMAT_VERSION, "config": cfg.as_dict(),
+                 "metrics": {m.key: m.definition for m in cfg.metrics}, "n_total": len(samples),
+                 "versions": library_versions(), **(metadata or {})})
+    meta.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    state["metadata"] = meta
+
+    starts = [s for s in range(0, len(samples), cfg.batch_size) if s >= done]
+    if indices is not None:
+        starts = [s for s in starts if s in set(indices)]
+    if not starts:
+        meta["complete"] = True
+        save(out_path, state)
+        return state
+
+    mi = load_inspector()
+    meta.update({"model_id": getattr(mi.model.config, "_name_or_path", cfg.model), "dtype": str(mi.dtype),
+                 "device": str(mi.device), "n_layers": mi.n_layers, "d_model": mi.d_model, "d_vocab": mi.d_vocab})
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(samples), initial=done, unit="sample", dynamic_ncols=True, smoothing=0.1)
+    since_save = 0
+    t0 = time.time()
+    meta["complete"] = False
+    try:
+        with _sigterm_as_interrupt():
+            for start in starts:
+                batch = list(samples[start : start + cfg.batch_size])
+                prof = mi.profile([s.text for s in batch], max_len=cfg.max_len, metrics=cfg.metrics,
+                                  batch_size=len(batch), sample=cfg.sample, temperature=cfg.temperature,
+                                  seed=cfg.seed, first_index=start, chat_template=cfg.chat_template)
+                for i, s in enumerate(batch):
+                    fields = fields_fn(prof, i)
+                    labels = {"model": model_label(cfg.model), **s.labels}
+                    if label_fn is not None:
+                        labels.update(label_fn(s, fields))
+                    row = {"input": s.text, **labels, **fields}
+                    for k, v in row.items():
+                        state.setdefault(k, []).append(v)
+                since_save += len(batch)
+                if bar is not None:
+                    bar.update(len(batch))
+                if since_save >= update_steps:
+                    save(out_path, state)
+                    since_save = 0
+    except KeyboardInterrupt:
+        meta["elapsed_s"] = meta.get("elapsed_s", 0) + time.time() - t0
+        save(out_path, state)
+        raise RunInterrupted(
+            f"interrupted after {n_samples(state)} of {len(samples)} samples; saved to {out_path}; "
+            "continue with --resume"
+        ) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    meta["elapsed_s"] = meta.get("elapsed_s", 0) + time.time() - t0
+    meta["complete"] = indices is None
+    save(out_path, state)
+    return state
+

@@ -1,0 +1,154 @@
+"""Model-family clustering (paper, section 3): profiles sampled from the BOS token, aligned on
+relative depth, embedded with t-SNE / PCA, and a separation score that makes the claim a number.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["sample_profiles", "cached_profiles", "resample_depth", "align_profiles", "embed", "separation_score",
+           "plot_family_profiles", "plot_embedding"]
+
+
+def sample_profiles(inspector, n_samples: int = 64, n_tokens: int = 32, temperature: float = 0.7,
+                    batch_size: int = 16, seed: int = 42, metric: str = "entropy") -> np.ndarray:
+    """``[n_samples, L]``: mean entropy (nats) over ``n_tokens`` tokens sampled at ``temperature``
+    from a prompt made of the BOS token alone (the paper: 64 x 32 at 0.7)."""
+    if n_samples < 1 or n_tokens < 1:
+        raise ValueError(f"n_samples and n_tokens must be >= 1 (got {n_samples}, {n_tokens})")
+    prof = inspector.profile([""] * n_samples, max_len=n_tokens, sample=True, temperature=temperature, seed=seed,
+                             batch_size=batch_size, metrics=["shannon"] if metric == "entropy" else [metric])
+    return prof.mean_profile(metric)
+
+
+def cached_profiles(name: str, compute: Callable[[], np.ndarray], cache_dir: str | Path, tag: str) -> np.ndarray:
+    """Profiles ``[N, L]`` of model ``name`` from ``cache_dir/<name>_<tag>.csv``, computed by
+    ``compute()`` and written (CSV: one row per sample, columns ``layer_0..``) when absent."""
+    path = Path(cache_dir) / f"{Path(name).name}_{tag}.csv"
+    if path.exists():
+        return pd.read_csv(path).to_numpy(dtype=np.float64)
+    arr = np.asarray(compute(), dtype=np.float64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    pd.DataFrame(arr, columns=[f"layer_{i}" for i in range(arr.shape[1])]).to_csv(tmp, index=False)
+    tmp.replace(path)
+    return arr
+
+
+def resample_depth(profiles: np.ndarray, n_points: int = 48, method: str = "interpolate") -> np.ndarray:
+    """Put profiles ``[..., L]`` on a common grid of ``n_points`` entries.
+
+    ``interpolate``: linear interpolation on relative depth ``(l + 1) / L`` (grid ``(i + 1) / n``),
+    so models of different depth line up; ``zero_pad``: the original's padding with zeros up to
+    ``n_points`` layers (the padding length leaks the depth into the features)."""
+    profiles = np.asarray(profiles, dtype=np.float64)
+    n_layers = profiles.shape[-1]
+    if method == "zero_pad":
+        if n_layers > n_points:
+            raise ValueError(f"cannot zero-pad {n_layers} layers to {n_points}")
+        pad = [(0, 0)] * (profiles.ndim - 1) + [(0, n_points - n_layers)]
+        return np.pad(profiles, pad)
+    if method != "interpolate":
+        raise ValueError(f"unknown method {method!r}; use interpolate or zero_pad")
+    src = (np.arange(n_layers) + 1) / n_layers
+    grid = (np.arange(n_points) + 1) / n_points
+    flat = profiles.reshape(-1, n_layers)
+    out = np.stack([np.interp(grid, src, row) for row in flat])
+    return out.reshape(profiles.shape[:-1] + (n_points,))
+
+
+def align_profiles(by_model: dict, n_points: int | None = None, method: str = "interpolate"):
+    """Stack ``{model: [N_m, L_m]}`` into ``X [sum N_m, n_points]`` and the model of each row."""
+    if n_points is None:
+        n_points = max(np.asarray(p).shape[-1] for p in by_model.values())
+    X = np.concatenate([resample_depth(p, n_points, method) for p in by_model.values()])
+    models = np.concatenate([[m] * len(p) for m, p in by_model.items()])
+    return X, models
+
+
+def embed(X: np.ndarray, method: str = "tsne", perplexity: float = 20, seed: int = 42, max_iter: int = 300):
+    """2-D embedding ``[N, 2]``: t-SNE (PCA init, as the paper) or PCA (scikit-learn)."""
+    X = np.asarray(X, dtype=np.float64)
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        return PCA(n_components=2, random_state=seed).fit_transform(X)
+    if method != "tsne":
+        raise ValueError(f"unknown method {method!r}; use tsne or pca")
+    from sklearn.manifold import TSNE
+
+    perp = min(perplexity, max(1.0, (len(X) - 1) / 3))
+    return TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed, max_iter=max(250, max_iter)).fit_transform(X)
+
+
+def separation_score(X: np.ndarray, families, k: int = 5, n_splits: int = 5, seed: int = 42) -> dict:
+    """How well profiles separate by family: silhouette (Euclidean, in [-1, 1]) and k-NN family
+    accuracy in stratified CV (mean and std over folds, with the majority-class rate for reference)."""
+    from sklearn.metrics import silhouette_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(families)
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise ValueError("separation needs at least two families")
+    folds = int(min(n_splits, counts.min()))
+    if folds < 2:
+        raise ValueError(f"family {classes[counts.argmin()]!r} has {counts.min()} profile(s); need >= 2 per family")
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    kk = max(1, min(k, int(len(y) * (folds - 1) / folds) - 1))
+    acc = cross_val_score(KNeighborsClassifier(n_neighbors=kk), X, y, cv=cv)
+    return {"silhouette": float(silhouette_score(X, y)), "knn_accuracy": float(acc.mean()),
+            "knn_accuracy_std": float(acc.std()), "chance_accuracy": float(counts.max() / counts.sum()),
+            "n_profiles": int(len(y)), "n_families": int(len(classes)), "folds": folds, "k": kk}
+
+
+def plot_family_profiles(by_model: dict, families: dict, *, ylabel: str = "entropy [nats]"):
+    """One panel per family: each model's mean profile (± std band) against relative depth."""
+    from .plots import _plt
+
+    plt = _plt()
+    fams = sorted(set(families[m] for m in by_model))
+    fig, axes = plt.subplots(1, len(fams), figsize=(4.2 * len(fams), 3.4), sharey=True, squeeze=False)
+    for ax, fam in zip(axes[0], fams):
+        models = [m for m in by_model if families[m] == fam]
+        for i, m in enumerate(models):
+            p = np.asarray(by_model[m])
+            depth = (np.arange(p.shape[1]) + 1) / p.shape[1]
+            mu, sd = p.mean(0), p.std(0)
+            color = plt.cm.viridis(i / max(1, len(models) - 1) * 0.85)
+            ax.plot(depth, mu, color=color, lw=2, label=f"{Path(m).name} (L={p.shape[1]})")
+            ax.fill_between(depth, mu - sd, mu + sd, color=color, alpha=0.15, lw=0)
+        ax.set_title(fam)
+        ax.set_xlabel("relative depth (layer / L)")
+        ax.set_xlim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False, fontsize=7)
+    axes[0][0].set_ylabel(ylabel)
+    fig.tight_layout()
+    return fig
+
+
+def plot_embedding(emb: np.ndarray, families, sizes=None, *, title: str = "t-SNE of entropy profiles"):
+    """Scatter ``emb [N, 2]`` coloured by family; ``sizes`` (e.g. parameters in billions) scale the markers."""
+    from .plots import _plt
+
+    plt = _plt()
+    families = np.asarray(families)
+    fig, ax = plt.subplots(figsize=(5.6, 4.6))
+    s = 20 if sizes is None else 15 + 60 * np.sqrt(np.asarray(sizes, dtype=float) / max(1e-9, np.max(sizes)))
+    for i, fam in enumerate(sorted(set(families))):
+        sel = families == fam
+        ax.scatter(emb[sel, 0], emb[sel, 1], s=s if np.isscalar(s) else s[sel], color=plt.cm.tab10(i % 10),
+                   alpha=0.7, edgecolor="white", linewidth=0.4, label=fam)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(frameon=False, fontsize=8, title="family", title_fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig

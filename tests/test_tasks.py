@@ -1,0 +1,90 @@
+"""The paper's prompts, labels and the answer-letter extractor."""
+
+import pytest
+
+from model_inspector.tasks import (
+    TS_TASKS,
+    extract_letter,
+    format_samples,
+    load_format_prompts,
+    mmlu_prompt,
+    mmlu_samples,
+    scramble_words,
+    tinystories_samples,
+)
+
+
+def test_tinystories_prompts_and_labels():
+    stories = ["Tom had a red ball. He liked it.", "Sue saw a cat."]
+    samples, skipped = tinystories_samples(stories, seed=0)
+    assert skipped == 0 and len(samples) == 2 * 6 * 4
+    first = samples[:4]
+    assert [s.labels["prompt"] for s in first] == [
+        "continuation_prompt_1_base", "continuation_prompt_1_rev",
+        "continuation_prompt_1_scramble", "continuation_prompt_1_scramble_rev"]
+    assert first[0].text == "Tom had a red ball. He liked it.\n\nHow can the story be continued?\n\n"
+    assert first[1].text == "How can the story be continued?\n\nTom had a red ball. He liked it.\n\n"
+    scr = scramble_words(stories[0], 0, 0)
+    assert first[2].text == f"{scr}\n\nHow can the story be continued?\n\n"
+    assert first[3].text == f"How can the story be continued?\n\n{scr}\n\n"
+    assert sorted(scr.split(" ")) == sorted(stories[0].split(" ")) and scr != stories[0]
+    assert {s.labels["task"] for s in samples} == {"continuation", "counting", "semantic"}
+    for s in samples:
+        assert s.labels["prompt"].split("_")[0] == s.labels["task"]
+    # the story is not overwritten: every base prompt of story 0 holds the original story
+    assert all(s.text.startswith(stories[0]) for s in samples if s.labels["prompt"].endswith("_base")
+               and s.labels["story_index"] == 0)
+    assert list(TS_TASKS.values())[3] == "Count the number of words in the story."
+
+
+def test_tinystories_long_prompts_skipped():
+    samples, skipped = tinystories_samples(["word " * 400], seed=0)  # 2000 characters
+    assert samples == [] and skipped == 24
+
+
+def test_scramble_is_seeded():
+    s = "a b c d e f g h i j"
+    assert scramble_words(s, 1, 0) == scramble_words(s, 1, 0)
+    assert scramble_words(s, 1, 0) != scramble_words(s, 2, 0)
+
+
+def test_mmlu_prompts_are_the_papers():
+    q, ch = "What is 2+2?", ["1", "2", "3", "4"]
+    assert mmlu_prompt(q, ch, "elementary_mathematics", "base") == (
+        "Subject: elementary_mathematics.\n\nQuestion: What is 2+2?\n\nChoices:\nA. 1\nB. 2\nC. 3\nD. 4\n\nAnswer: ")
+    assert mmlu_prompt(q, ch, "x", "instruct") == (
+        "The following is a multiple choice question about x. Reply only with the correct option.\n\n"
+        "Question: What is 2+2?\n\nChoices:\nA. 1\nB. 2\nC. 3\nD. 4\n\nAnswer: ")
+    assert mmlu_prompt(q, ch, "x", "thinking").endswith("D. 4\nExplaination: ")
+    assert "explaination THEN the correct option.\n\n" in mmlu_prompt(q, ch, "x", "thinking")
+    assert "reply with a completly random option.\n\nQuestion:" in mmlu_prompt(q, ch, "x", "humble")
+    with pytest.raises(ValueError, match="unknown prompt type"):
+        mmlu_prompt(q, ch, "x", "nope")
+
+
+def test_mmlu_samples_skip_long_questions():
+    rows = [{"question": "q" * 1001, "subject": "s", "choices": list("abcd"), "answer": 0},
+            {"question": "short", "subject": "s", "choices": list("abcd"), "answer": 2}]
+    samples, skipped = mmlu_samples(rows)
+    assert skipped == 1 and len(samples) == 1 and samples[0].labels["answer"] == "C"
+
+
+@pytest.mark.parametrize("text, want", [
+    ("B", "B"), (" B", "B"), ("Answer: C", "C"), ("The correct answer is D", "D"), ("(A)", "A"),
+    ("**B**", "B"), ("**B. 4**", "B"), ("b", "B"), ("the answer is c.", "C"), ("C. 3\nD. 4", "C"),
+    ("I think it's (d) because", "D"), ("Option A is right", "A"), ("answer: (b)", "B"), ("A) 1", "A"),
+    ("The answer is: B. 2", "B"), ("\n\nD", "D"), ("", None), ("I do not know", None), ("maybe", None),
+    ("Because of the anatomy", None),
+])
+def test_extract_letter(text, want):
+    assert extract_letter(text) == want
+
+
+def test_format_prompts():
+    fp = load_format_prompts()
+    assert len(fp["topics"]) == 182 and len(fp["formats"]) == 3
+    s = format_samples(2)
+    assert len(s) == 6
+    assert s[0].text == "Simulate a chat log about a drug"
+    assert [x.labels["format"] for x in s[:3]] == ["chat", "poem", "scientific"]
+    assert len(format_samples()) == 546
