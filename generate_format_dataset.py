@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 from model_inspector.cli import add_model_args, load_inspector, positive_int, run_main
-from model_inspector.experiment import RunConfig, model_label, run_profiling
+from model_inspector.distributed import run_distributed
+from model_inspector.experiment import RunConfig, model_label
 from model_inspector.formats import alpha_metric, load_formats, save_formats, windowed_fields
 from model_inspector.tasks import format_samples, load_format_prompts
 
@@ -69,11 +70,13 @@ def main() -> int:
                                                              "n_topics": args.n_topics})
     out = Path(args.out) if args.out else default_out(args.model)
     t0 = time.time()
-    state = run_profiling(samples, cfg, out, load_inspector=lambda: load_inspector(args),
-                          update_steps=args.update_steps, resume=args.resume, overwrite=args.overwrite,
-                          fields_fn=windowed_fields(args.num_windows), save=save_formats, load=load_formats,
-                          metadata={"alphas": alphas, "num_windows": args.num_windows},
-                          progress=not args.no_progress)
+    state = run_distributed(samples, cfg, out, load_inspector=lambda dev: load_inspector(args, dev),
+                            update_steps=args.update_steps, resume=args.resume, overwrite=args.overwrite,
+                            fields_fn=windowed_fields(args.num_windows), save=save_formats, load=load_formats,
+                            metadata={"alphas": alphas, "num_windows": args.num_windows},
+                            progress=not args.no_progress)
+    if state is None:  # a non-main process of a data-parallel run: rank 0 reports
+        return 0
     print(f"wrote {out} ({len(state['input'])} prompts x {len(alphas)} alphas, {time.time() - t0:.1f} s)")
     return 0
 

@@ -249,12 +249,13 @@ def _not_found(name: str, tried: list[str], exc: Exception) -> ModelNotFoundErro
 
 
 def load_model(name_or_path: str, device: str | torch.device | None = "auto", dtype: str | torch.dtype | None = "auto",
-               device_map=None, max_memory: dict | None = None):
+               device_map=None, max_memory: dict | None = None, offload_folder: str | os.PathLike | None = None):
     """Load ``(model, tokenizer)``, frozen (eval mode, no gradients).
 
     ``device``: ``auto`` (cuda → mps → cpu) or a torch device string; ``dtype``: ``auto`` (bf16/fp16
     on GPU, fp32 on CPU) or a name; ``device_map``: e.g. ``"auto"`` to shard over GPUs through
-    accelerate (with ``max_memory``), or an explicit ``{module: device}`` dict."""
+    accelerate (with ``max_memory``), or an explicit ``{module: device}`` dict (``"disk"`` entries
+    are offloaded to ``offload_folder``, default ``<cache>/offload``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dev = pick_device(device)
@@ -280,6 +281,7 @@ def load_model(name_or_path: str, device: str | torch.device | None = "auto", dt
     kwargs = {"dtype": dt}
     if device_map is not None:
         kwargs["device_map"] = device_map
+        kwargs["offload_folder"] = str(offload_folder or cache_dir() / "offload")
         if max_memory is not None:
             kwargs["max_memory"] = max_memory
     try:

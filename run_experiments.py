@@ -19,7 +19,8 @@ import numpy as np
 
 from model_inspector.cli import add_generation_args, add_model_args, load_inspector, positive_int, run_main
 from model_inspector.data import load_mmlu
-from model_inspector.experiment import RunConfig, model_label, run_profiling
+from model_inspector.distributed import run_distributed
+from model_inspector.experiment import RunConfig, model_label
 from model_inspector.tasks import MAX_MMLU_QUESTION_CHARS, MMLU_PROMPT_TYPES, extract_letter, mmlu_samples
 
 
@@ -54,10 +55,12 @@ def main() -> int:
                            "subjects": args.subjects})
     out = Path(args.results_dir) / f"{model_label(args.model)}_mmlu_{args.prompt_type}.pkl"
     t0 = time.time()
-    state = run_profiling(samples, cfg, out, load_inspector=lambda: load_inspector(args),
-                          update_steps=args.update_steps, resume=args.resume, overwrite=args.overwrite,
-                          label_fn=grade, metadata={"n_skipped": skipped, "data_file": args.data_file},
-                          progress=not args.no_progress)
+    state = run_distributed(samples, cfg, out, load_inspector=lambda dev: load_inspector(args, dev),
+                            update_steps=args.update_steps, resume=args.resume, overwrite=args.overwrite,
+                            label_fn=grade, metadata={"n_skipped": skipped, "data_file": args.data_file},
+                            progress=not args.no_progress)
+    if state is None:  # a non-main process of a data-parallel run: rank 0 reports
+        return 0
     acc = float(np.mean(state["correct"]))
     print(f"wrote {out} ({len(state['entropy'])} samples, accuracy {acc:.3f}, {time.time() - t0:.1f} s)")
     return 0

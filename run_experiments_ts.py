@@ -17,7 +17,8 @@ from pathlib import Path
 
 from model_inspector.cli import add_generation_args, add_model_args, load_inspector, positive_int, run_main
 from model_inspector.data import load_tinystories
-from model_inspector.experiment import RunConfig, model_label, run_profiling
+from model_inspector.distributed import run_distributed
+from model_inspector.experiment import RunConfig, model_label
 from model_inspector.tasks import MAX_TS_PROMPT_CHARS, tinystories_samples
 
 
@@ -46,10 +47,12 @@ def main() -> int:
                     seed=args.seed, chat_template=args.chat_template, extra={"n_stories": args.n_stories})
     out = Path(args.results_dir) / f"{model_label(args.model)}_tinystories_{args.n_stories}.pkl"
     t0 = time.time()
-    state = run_profiling(samples, cfg, out, load_inspector=lambda: load_inspector(args),
-                          update_steps=args.update_steps, resume=args.resume, overwrite=args.overwrite,
-                          metadata={"n_skipped": skipped, "data_file": args.data_file},
-                          progress=not args.no_progress)
+    state = run_distributed(samples, cfg, out, load_inspector=lambda dev: load_inspector(args, dev),
+                            update_steps=args.update_steps, resume=args.resume, overwrite=args.overwrite,
+                            metadata={"n_skipped": skipped, "data_file": args.data_file},
+                            progress=not args.no_progress)
+    if state is None:  # a non-main process of a data-parallel run: rank 0 reports
+        return 0
     print(f"wrote {out} ({len(state['entropy'])} samples, {time.time() - t0:.1f} s)")
     return 0
 

@@ -63,6 +63,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="with --device_map: memory per device, e.g. 0=20GiB 1=20GiB cpu=64GiB")
     p.add_argument("--budget_mb", type=positive_int, default=256,
                    help="memory budget of the lens's vocabulary chunks in MiB (default: 256)")
+    p.add_argument("--compile", action="store_true",
+                   help="fuse the lens's vocabulary reductions with torch.compile (faster on long runs)")
 
 
 def add_generation_args(p: argparse.ArgumentParser, *, default_batch: int = 8) -> None:
@@ -94,8 +96,9 @@ def parse_max_memory(items) -> dict | None:
     return out
 
 
-def load_inspector(args):
-    """A ModelInspector for ``args.model`` with the device flags of :func:`add_model_args`."""
+def load_inspector(args, device: str | None = None):
+    """A ModelInspector for ``args.model`` with the device flags of :func:`add_model_args`
+    (``device``: this process's device in a data-parallel run, used when ``--device auto``)."""
     import json
 
     from .inspector import ModelInspector
@@ -103,5 +106,8 @@ def load_inspector(args):
     device_map = args.device_map
     if device_map and device_map.strip().startswith("{"):
         device_map = json.loads(device_map)
+    if device is not None and args.device == "auto" and not device_map:
+        args = argparse.Namespace(**{**vars(args), "device": device})
     return ModelInspector(args.model, device=args.device, dtype=args.dtype, device_map=device_map,
-                          max_memory=parse_max_memory(args.max_memory), budget_bytes=args.budget_mb * 2**20)
+                          max_memory=parse_max_memory(args.max_memory), budget_bytes=args.budget_mb * 2**20,
+                          compile=args.compile)

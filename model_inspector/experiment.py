@@ -101,7 +101,7 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, old)
 
 
-def _check_resume(state: dict, cfg: RunConfig, samples: Sequence[Sample], path: Path) -> int:
+def _check_config(state: dict, cfg: RunConfig, path: Path) -> None:
     meta = state.get("metadata") or {}
     old = meta.get("config")
     new = cfg.as_dict()
@@ -111,11 +111,16 @@ def _check_resume(state: dict, cfg: RunConfig, samples: Sequence[Sample], path: 
     if diff:
         detail = ", ".join(f"{k}: file {old.get(k)!r} vs now {new[k]!r}" for k in diff)
         raise ValueError(f"cannot resume {path}: settings differ ({detail}); use the same flags, or --overwrite")
+
+
+def _check_inputs(state: dict, samples: Sequence[Sample], path: Path) -> int:
     done = n_samples(state)
     if done > len(samples):
         raise ValueError(f"cannot resume {path}: it holds {done} samples but this run has only {len(samples)}")
     if state.get("input", [])[:done] != [s.text for s in samples[:done]]:
         raise ValueError(f"cannot resume {path}: its prompts differ from this run's (other data or order)")
+    if done % (state["metadata"]["config"]["batch_size"]) and done != len(samples):
+        raise ValueError(f"cannot resume {path}: {done} samples is not a whole number of batches")
     return done
 
 
@@ -134,50 +139,61 @@ def run_profiling(
     load: Callable[[Path], dict] = load_results,
     metadata: dict | None = None,
     progress: bool = True,
-    indices: Sequence[int] | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> dict:
     """Profile ``samples`` and write the results dict to ``out_path``.
 
     ``load_inspector()`` is called only once there is work to do. ``label_fn(sample, fields)``
-    adds labels computed from the generation (e.g. MMLU ``correct``). ``indices``: the global
-    indices of the batches' first samples to run (data-parallel shards); default all.
-    Returns the results dict."""
+    adds labels computed from the generation (e.g. MMLU ``correct``). ``shard=(rank, world)``:
+    run only the batches ``j`` with ``j % world == rank`` (data-parallel processes; each writes
+    its own file, merged by :func:`merge_shards`). Returns the results dict."""
     out_path = Path(out_path)
     if update_steps is None or update_steps < 1:
         raise ValueError(f"--update_steps must be a positive integer (got {update_steps})")
     if not samples:
         raise ValueError("no samples to profile (all skipped or none requested)")
-    done = 0
+    state: dict = {}
     if out_path.exists() and resume:
         state = load(out_path)
-        done = _check_resume(state, cfg, samples, out_path)
+        _check_config(state, cfg, out_path)
     elif out_path.exists() and not overwrite:
         raise FileExistsError(f"{out_path} exists; pass --resume to continue it or --overwrite to replace it")
-    else:
-        state = {}
     meta = dict(state.get("metadata") or {})
     meta.update({"format": FORMAT, "format_version": FORMAT_VERSION, "config": cfg.as_dict(),
-                 "metrics": {m.key: m.definition for m in cfg.metrics}, "n_total": len(samples),
-                 "versions": library_versions(), **(metadata or {})})
+                 "metrics": {m.key: m.definition for m in cfg.metrics}, "versions": library_versions(),
+                 **(metadata or {})})
     meta.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     state["metadata"] = meta
-
-    starts = [s for s in range(0, len(samples), cfg.batch_size) if s >= done]
-    if indices is not None:
-        starts = [s for s in starts if s in set(indices)]
-    if not starts:
-        meta["complete"] = True
-        save(out_path, state)
+    if meta.get("complete") and resume:
         return state
 
     mi = load_inspector()
     meta.update({"model_id": getattr(mi.model.config, "_name_or_path", cfg.model), "dtype": str(mi.dtype),
                  "device": str(mi.device), "n_layers": mi.n_layers, "d_model": mi.d_model, "d_vocab": mi.d_vocab})
+    # Policy for prompts longer than the model's context (prompt tokens + max_len): skipped and
+    # counted, like the paper's length limits. The decision depends on the model alone, so a
+    # resumed run skips the same prompts.
+    long = set(mi.too_long([s.text for s in samples], cfg.max_len, cfg.chat_template))
+    if long:
+        print(f"{len(long)} prompts do not fit the context of {mi.context_length} tokens with max_len={cfg.max_len}: "
+              "skipped")
+        samples = [s for i, s in enumerate(samples) if i not in long]
+        if not samples:
+            raise ValueError("every prompt is longer than the model's context; lower --max_len or use shorter prompts")
+    meta["n_skipped_context"] = len(long)
+    meta["n_total"] = len(samples)
+    rank, world = shard
+    meta["shard"] = [rank, world]
+    starts = [s for j, s in enumerate(range(0, len(samples), cfg.batch_size)) if j % world == rank]
+    own = [samples[i] for s in starts for i in range(s, min(s + cfg.batch_size, len(samples)))]
+    done = _check_inputs(state, own, out_path) if resume and n_samples(state) else 0
+    starts = [s for s, upto in zip(starts, np.cumsum([min(cfg.batch_size, len(samples) - s) for s in starts]))
+              if upto > done]
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(samples), initial=done, unit="sample", dynamic_ncols=True, smoothing=0.1)
+        bar = tqdm(total=len(own), initial=done, unit="sample", dynamic_ncols=True, smoothing=0.1)
     since_save = 0
     t0 = time.time()
     meta["complete"] = False
@@ -206,14 +222,51 @@ def run_profiling(
         meta["elapsed_s"] = meta.get("elapsed_s", 0) + time.time() - t0
         save(out_path, state)
         raise RunInterrupted(
-            f"interrupted after {n_samples(state)} of {len(samples)} samples; saved to {out_path}; "
+            f"interrupted after {n_samples(state)} of {len(own)} samples; saved to {out_path}; "
             "continue with --resume"
         ) from None
     finally:
         if bar is not None:
             bar.close()
     meta["elapsed_s"] = meta.get("elapsed_s", 0) + time.time() - t0
-    meta["complete"] = indices is None
+    meta["complete"] = True
     save(out_path, state)
     return state
+
+
+def shard_path(out_path: str | Path, rank: int, world: int) -> Path:
+    """The file of process ``rank`` of ``world``: ``name.shard{rank}of{world}.ext`` beside ``out_path``."""
+    p = Path(out_path)
+    return p.with_name(f"{p.stem}.shard{rank}of{world}{p.suffix}")
+
+
+def merge_shards(out_path: str | Path, world: int, batch_size: int, *, save=save_results, load=load_results) -> dict:
+    """Interleave the shard files of ``world`` processes back into sample order (batch ``j`` came
+    from shard ``j % world``), write ``out_path`` atomically and delete the shards. The result
+    equals the file one process writes with the same settings (metadata aside)."""
+    paths = [shard_path(out_path, r, world) for r in range(world)]
+    parts = [load(p) for p in paths]
+    incomplete = [str(p) for p, d in zip(paths, parts) if not d["metadata"].get("complete")]
+    if incomplete:
+        raise ValueError(f"cannot merge: shard(s) {', '.join(incomplete)} are incomplete; rerun with --resume")
+    keys = [k for k in parts[0] if k != "metadata"]
+    merged: dict = {k: [] for k in keys}
+    pos = [0] * world
+    sizes = [n_samples(d) for d in parts]
+    j = 0
+    while any(pos[r] < sizes[r] for r in range(world)):
+        r = j % world
+        take = min(batch_size, sizes[r] - pos[r])
+        for k in keys:
+            merged[k].extend(parts[r][k][pos[r] : pos[r] + take])
+        pos[r] += take
+        j += 1
+    meta = dict(parts[0]["metadata"])
+    meta.update({"shard": [0, 1], "n_processes": world, "complete": True,
+                 "elapsed_s": max(d["metadata"].get("elapsed_s", 0) for d in parts)})
+    merged["metadata"] = meta
+    save(out_path, merged)
+    for p in paths:
+        p.unlink()
+    return merged
 

@@ -39,10 +39,13 @@ class ModelInspector:
     table (``smollm2-135m-instruct``, ``gemma-2-2b-it``...), an HF hub id, a local directory or a
     ``.gguf`` file (loaded through :func:`model_manager.load_model`).
     ``budget_bytes``: memory budget for the vocabulary-chunk temporaries of the lens.
+    ``compile``: fuse the lens's vocabulary reductions with ``torch.compile`` (faster after a
+    one-off compilation of seconds; see the README's Performance section).
     """
 
     def __init__(self, model_name_or_model, tokenizer=None, device="auto", dtype="auto", *, device_map=None,
-                 max_memory=None, verify: bool = True, budget_bytes: int = DEFAULT_BUDGET_BYTES):
+                 max_memory=None, verify: bool = True, budget_bytes: int = DEFAULT_BUDGET_BYTES,
+                 compile: bool = False):
         if isinstance(model_name_or_model, nn.Module):
             if tokenizer is None:
                 raise ValueError("pass the model's tokenizer along with a model object")
@@ -56,7 +59,7 @@ class ModelInspector:
                 str(model_name_or_model), device=device, dtype=dtype, device_map=device_map, max_memory=max_memory
             )
             self.name = str(model_name_or_model)
-        self.lens = LogitLens(self.model, verify=verify)
+        self.lens = LogitLens(self.model, verify=verify, compile=compile)
         self.budget_bytes = budget_bytes
         self._scalings: dict[tuple[int, str], torch.utils.hooks.RemovableHandle] = {}
 
@@ -78,6 +81,30 @@ class ModelInspector:
         return self.lens.device
 
     @property
+    def context_length(self) -> int | None:
+        """Longest sequence (prompt + generated tokens) the model was built for, if the config says."""
+        cfg = text_config(self.model)
+        for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(cfg, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def too_long(self, prompts: Sequence[str], max_len: int, chat_template: bool = False) -> list[int]:
+        """Indices of ``prompts`` whose tokens plus ``max_len`` exceed :attr:`context_length`."""
+        limit = self.context_length
+        if limit is None:
+            return []
+        from .generation import encode_prompts
+
+        out = []
+        for i, p in enumerate(prompts):
+            n = int(encode_prompts(self.tokenizer, [p], chat_template=chat_template)["input_ids"].shape[1])
+            if n + max_len > limit:
+                out.append(i)
+        return out
+
+    @property
     def dtype(self) -> torch.dtype:
         return self.lens.head.weight.dtype
 
@@ -92,6 +119,10 @@ class ModelInspector:
         ``.texts`` (generated text), ``.token_ids`` ``[prompt, token]``."""
         if isinstance(prompts, str):
             prompts = [prompts]
+        long = self.too_long(prompts, max_len, chat_template) if self.context_length else []
+        if long:
+            raise ValueError(f"prompt {first_index + long[0]} (and {len(long) - 1} more) does not fit the model's "
+                             f"context of {self.context_length} tokens with max_len={max_len}; shorten it")
         return generate_profiles(
             self.model, self.tokenizer, self.lens, prompts, max_len=max_len, metrics=metrics,
             batch_size=batch_size, sample=sample, temperature=temperature, seed=seed, first_index=first_index,

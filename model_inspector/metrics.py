@@ -160,45 +160,80 @@ def parse_metrics(specs) -> tuple[Metric, ...]:
     return tuple(out)
 
 
-class _Stream:
-    """Running log-sum-exp statistics of logits chunks ``[..., c]`` (float32)."""
+_NEG = -1e30  # stands for -inf inside the streamed sums
 
-    def __init__(self, orders: Sequence[float], need_count: bool, need_kl: bool, need_t: bool):
+
+def _chunk_stats(x: torch.Tensor, orders: tuple, need_count: bool, need_kl: bool, need_t: bool):
+    """Statistics of one chunk ``x [..., c]`` relative to its own max ``mc``:
+    ``s = sum e``, ``t = sum e z``, ``sa[a] = sum exp(a z)``, ``count`` (finite entries) and, with
+    ``need_kl``, ``u = sum e (x - x_last)`` (the layer axis is -2), where ``z = x - mc`` and
+    ``e = exp(z)``. -inf entries are clamped to a large negative number, so that every product
+    stays 0 instead of NaN (0 * -inf). A pure function: ``torch.compile`` fuses it into one pass."""
+    x = x.float()
+    mc = x.amax(-1, keepdim=True)
+    mc = torch.where(torch.isinf(mc), torch.zeros_like(mc), mc)
+    z = (x - mc).clamp_min(_NEG)
+    e = torch.exp(z)
+    out = {"m": mc.squeeze(-1), "s": e.sum(-1)}
+    if need_t:
+        out["t"] = (e * z).sum(-1)
+    out["sa"] = [torch.exp(z * a).sum(-1) for a in orders]
+    if need_count:
+        out["count"] = (x > -math.inf).sum(-1).float()
+    if need_kl:
+        zx = z + mc  # x with -inf clamped
+        out["u"] = (e * (zx - zx[..., -1:, :])).sum(-1)
+    return out
+
+
+_COMPILED: dict = {}
+
+
+def _compiled_chunk_stats():
+    if "fn" not in _COMPILED:
+        _COMPILED["fn"] = torch.compile(_chunk_stats, dynamic=True)
+    return _COMPILED["fn"]
+
+
+class _Stream:
+    """Running log-sum-exp statistics of logits chunks ``[..., c]`` (float32), merged chunk by
+    chunk (each chunk's statistics are taken relative to its own max, then rescaled)."""
+
+    def __init__(self, orders: Sequence[float], need_count: bool, need_kl: bool, need_t: bool, compile: bool = False):
         self.orders = tuple(orders)
         self.need_count, self.need_kl, self.need_t = need_count, need_kl, need_t
+        self.fn = _compiled_chunk_stats() if compile else _chunk_stats
         self.m = None
 
     def update(self, x: torch.Tensor) -> None:
-        x = x.float()
-        cm = x.amax(-1)
+        """Fold in a chunk ``x [..., c]``."""
+        c = self.fn(x, self.orders, self.need_count, self.need_kl, self.need_t)
+        mc = torch.where(c["s"] > 0, c["m"], torch.full_like(c["m"], -math.inf))  # all -inf chunk: no weight
         if self.m is None:
-            zeros = torch.zeros_like(cm)
-            self.m = torch.full_like(cm, -math.inf)
+            zeros = torch.zeros_like(mc)
+            self.m = torch.full_like(mc, -math.inf)
             self.s, self.t, self.u = zeros, zeros.clone(), zeros.clone()
             self.sa = [zeros.clone() for _ in self.orders]
             self.count = zeros.clone()
-        m_old = self.m
-        m_new = torch.maximum(m_old, cm)
-        same = m_old == m_new
-        scale = torch.where(same, torch.ones_like(m_new), torch.exp(m_old - m_new))
-        m_safe = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)
-        z = x - m_safe.unsqueeze(-1)
-        e = torch.exp(z)
-        pos = e > 0
-        s_old = self.s
-        self.s = s_old * scale + e.sum(-1)
-        if self.need_t:
-            shift = torch.where(s_old > 0, (m_old - m_new) * s_old, torch.zeros_like(s_old))
-            shift = torch.where(same, torch.zeros_like(shift), shift)
-            self.t = (self.t + shift) * scale + torch.where(pos, e * z, torch.zeros_like(z)).sum(-1)
+        m_new = torch.maximum(self.m, mc)
+        ref = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)
+
+        def rescale(m):  # exp(m - ref), 0 for an empty (-inf) side
+            return torch.where(torch.isinf(m), torch.zeros_like(m), torch.exp(m - ref))
+
+        def shift(m):  # m - ref, 0 for an empty side
+            return torch.where(torch.isinf(m), torch.zeros_like(m), m - ref)
+
+        k_old, k_new = rescale(self.m), rescale(mc)
+        if self.need_t:  # t relative to ref: (t + (m - ref) s) exp(m - ref)
+            self.t = (self.t + shift(self.m) * self.s) * k_old + (c["t"] + shift(mc) * c["s"]) * k_new
         for i, a in enumerate(self.orders):
-            self.sa[i] = self.sa[i] * scale**a + torch.exp(a * z).sum(-1)
-        if self.need_count:
-            self.count = self.count + (x > -math.inf).sum(-1).float()
+            self.sa[i] = self.sa[i] * k_old**a + c["sa"][i] * k_new**a
         if self.need_kl:
-            ref = x[..., -1:, :]
-            diff = torch.where(pos, e * (x - ref), torch.zeros_like(z))
-            self.u = self.u * scale + diff.sum(-1)
+            self.u = self.u * k_old + c["u"] * k_new
+        if self.need_count:
+            self.count = self.count + c["count"]
+        self.s = self.s * k_old + c["s"] * k_new
         self.m = m_new
 
     @property
@@ -218,12 +253,16 @@ def stream_metrics(
     chunks: Callable[[], Iterable[torch.Tensor]] | Iterable[torch.Tensor],
     metrics,
     vocab_size: int,
+    *,
+    compile: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Compute ``metrics`` from logits that arrive in vocabulary chunks.
 
     ``chunks``: an iterable of float tensors ``[..., c_i]`` (same leading axes, chunk widths summing
     to ``vocab_size``) or a zero-argument callable returning a fresh such iterable. A callable is
     required for the thresholded metrics, which need a second pass over the vocabulary.
+    ``compile=True`` fuses each chunk's reduction with ``torch.compile`` (one pass over the chunk;
+    about 9x faster on CPU, after a compilation of some seconds).
     Returns ``{metric.key: tensor [...]}`` in float32 (entropies in nats).
     """
     metrics = parse_metrics(metrics)
@@ -242,11 +281,12 @@ def stream_metrics(
         need_count=any(m.kind == "renyi" and m.param == 0 for m in metrics),
         need_kl=any(m.kind == "kl_final" for m in metrics),
         need_t=any(m.kind == "shannon" for m in metrics),
+        compile=compile,
     )
     n_seen = 0
     for x in _chunk_iter(chunks):
-        st.update(x)
         n_seen += x.shape[-1]
+        st.update(x)
     if st.m is None:
         raise ValueError("no logits were given (empty chunk iterator)")
     if n_seen != vocab_size:
@@ -273,7 +313,8 @@ def stream_metrics(
                 out[m.key] = torch.exp(torch.log(st.sa[idx[k]]) - k * log_s) / vocab_size
         elif m.kind == "kl_final":
             log_z = st.log_z
-            out[m.key] = (st.u / st.s - log_z + log_z[..., -1:]).clamp_min(0.0)
+            kl = (st.u / st.s - log_z + log_z[..., -1:]).clamp_min(0.0)
+            out[m.key] = torch.where(kl > 1e29, torch.full_like(kl, math.inf), kl)
     if thr:
         out.update(_thresholded(chunks, thr, st, idx[2.0], vocab_size))
     return out
@@ -323,7 +364,7 @@ def metrics_from_logits(
     return stream_metrics(lambda: (logits[..., i : i + size] for i in range(0, vocab, size)), metrics, vocab)
 
 
-def chunk_size_for(rows: int, vocab: int, budget_bytes: int, n_temporaries: int = 8) -> int:
+def chunk_size_for(rows: int, vocab: int, budget_bytes: int, n_temporaries: int = 4) -> int:
     """Vocabulary chunk width so that ``rows * width * 4 bytes * n_temporaries <= budget_bytes``."""
     if budget_bytes <= 0:
         raise ValueError(f"budget_bytes must be > 0 (got {budget_bytes})")
