@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pickle
-import resource
 import subprocess
 import sys
 import time
@@ -80,8 +78,8 @@ def speed(mis, prompts, max_len, batch_sizes, n_batches, n_orig):
     orig_tps = n_orig * max_len / t_orig
     rows = []
     for variant, m in mis.items():
-        m.profile(prompts[:max(batch_sizes)], max_len=2, batch_size=max(batch_sizes))  # warm-up (and compile)
         for bs in batch_sizes:
+            m.profile(prompts[:bs], max_len=2, batch_size=bs)  # warm-up (and compilation for this shape)
             n = bs * n_batches
             batch = (prompts * ((n // len(prompts)) + 1))[:n]
             toks = (n_prompt * ((n // len(prompts)) + 1))[:n]
@@ -138,24 +136,35 @@ mi = ModelInspector(sys.argv[2], device="cpu", dtype="float32", budget_bytes=int
 bs, T = int(sys.argv[3]), int(sys.argv[5])
 prompts = [s.text for s in format_samples()][:bs]
 mi.profile(prompts[:1], max_len=1)
+
+def extra_peak(fn):
+    base = rss()
+    peak = [base]
+    stop = threading.Event()
+    def watch():
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(0.001)
+    th = threading.Thread(target=watch, daemon=True)
+    th.start()
+    t = time.perf_counter()
+    fn()
+    el = time.perf_counter() - t
+    stop.set(); th.join()
+    return peak[0] - base, el
+
+from model_inspector.generation import encode_prompts
+enc = encode_prompts(mi.tokenizer, prompts)
+plain, _ = extra_peak(lambda: mi.model.generate(**enc, max_new_tokens=T, do_sample=False,
+                                                pad_token_id=mi.tokenizer.pad_token_id))
+ours, el = extra_peak(lambda: mi.profile(prompts, max_len=T, batch_size=bs))
 base = rss()
-peak = [base]
-stop = threading.Event()
-def watch():
-    while not stop.is_set():
-        peak[0] = max(peak[0], rss())
-        time.sleep(0.002)
-th = threading.Thread(target=watch, daemon=True)
-th.start()
-t = time.perf_counter()
-mi.profile(prompts, max_len=T, batch_size=bs)
-el = time.perf_counter() - t
-stop.set(); th.join()
 cfg = mi.model.config
 n_kv = getattr(cfg, "num_key_value_heads", cfg.num_attention_heads)
 hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
 n_tok = max(len(mi.tokenizer(p)["input_ids"]) for p in prompts) + T
-print(json.dumps({"base_rss": base, "peak_rss": peak[0], "extra_peak": peak[0] - base, "seconds": el,
+print(json.dumps({"base_rss": base, "extra_peak": ours, "plain_generate_extra_peak": plain,
+                  "lens_extra_peak": ours - plain, "seconds": el,
                   "full_block_bytes": bs * mi.n_layers * mi.d_vocab * 4,
                   "kv_cache_bytes": 2 * mi.n_layers * bs * n_tok * n_kv * hd * 4,
                   "model_logits_bytes": bs * mi.d_vocab * 4, "budget_bytes": int(sys.argv[4]),
@@ -227,7 +236,9 @@ def main():
     if "memory" in res:
         m = res["memory"]
         mib = 2**20
-        print(f"memory {args.memory_model} batch {m['batch']}: extra peak {m['extra_peak'] / mib:.0f} MiB; one full "
+        print(f"memory {args.memory_model} batch {m['batch']}: extra peak {m['extra_peak'] / mib:.0f} MiB (plain "
+              f"model.generate {m['plain_generate_extra_peak'] / mib:.0f} MiB, so the lens adds "
+              f"{m['lens_extra_peak'] / mib:.0f} MiB); one full "
               f"[batch, layers, vocab] fp32 block {m['full_block_bytes'] / mib:.0f} MiB; budget {m['budget_bytes'] / mib:.0f}"
               f" MiB + KV cache {m['kv_cache_bytes'] / mib:.0f} MiB + model logits {m['model_logits_bytes'] / mib:.0f} MiB")
     out = Path(args.out or ROOT / "benchmarks" / f"results_{'cuda' if 'cpu' not in dev else 'cpu'}.json")

@@ -232,6 +232,7 @@ class LogitLens:
             for _, fn in self._transforms:
                 out = fn(out)
             yield out
+            del out  # the consumer is done with this chunk: free it before computing the next
 
     def logits(self, resid: torch.Tensor) -> torch.Tensor:
         """Full float32 logits ``[..., vocab]`` of residual states ``[..., d_model]`` (memory: the

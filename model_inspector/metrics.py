@@ -172,12 +172,12 @@ def _chunk_stats(x: torch.Tensor, orders: tuple, need_count: bool, need_kl: bool
     x = x.float()
     mc = x.amax(-1, keepdim=True)
     mc = torch.where(torch.isinf(mc), torch.zeros_like(mc), mc)
-    z = (x - mc).clamp_min(_NEG)
+    z = (x - mc).clamp_(min=_NEG)
     e = torch.exp(z)
     out = {"m": mc.squeeze(-1), "s": e.sum(-1)}
     if need_t:
         out["t"] = (e * z).sum(-1)
-    out["sa"] = [torch.exp(z * a).sum(-1) for a in orders]
+    out["sa"] = [(z * a).exp_().sum(-1) for a in orders]
     if need_count:
         out["count"] = (x > -math.inf).sum(-1).float()
     if need_kl:
@@ -287,6 +287,7 @@ def stream_metrics(
     for x in _chunk_iter(chunks):
         n_seen += x.shape[-1]
         st.update(x)
+        del x  # free this chunk before the next one is computed
     if st.m is None:
         raise ValueError("no logits were given (empty chunk iterator)")
     if n_seen != vocab_size:
@@ -364,7 +365,7 @@ def metrics_from_logits(
     return stream_metrics(lambda: (logits[..., i : i + size] for i in range(0, vocab, size)), metrics, vocab)
 
 
-def chunk_size_for(rows: int, vocab: int, budget_bytes: int, n_temporaries: int = 4) -> int:
+def chunk_size_for(rows: int, vocab: int, budget_bytes: int, n_temporaries: int = 5) -> int:
     """Vocabulary chunk width so that ``rows * width * 4 bytes * n_temporaries <= budget_bytes``."""
     if budget_bytes <= 0:
         raise ValueError(f"budget_bytes must be > 0 (got {budget_bytes})")

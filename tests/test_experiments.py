@@ -2,13 +2,13 @@
 
 import json
 import pickle
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers import run_script
 from model_inspector.experiment import RunConfig, RunInterrupted, run_profiling
 from model_inspector.storage import load_npz, load_results, save_npz
 from model_inspector.tasks import tinystories_samples
@@ -25,14 +25,6 @@ def stories_file(tmp_path_factory):
     return p
 
 
-def run(script, *args, check=True):
-    proc = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc
-
-
 def same_results(a: dict, b: dict):
     keys = set(a) - {"metadata"}
     assert keys == set(b) - {"metadata"}
@@ -46,7 +38,7 @@ def same_results(a: dict, b: dict):
 
 
 def test_tinystories_script_and_evaluation(tiny_dir, stories_file, tmp_path):
-    run("run_experiments_ts.py", tiny_dir, "tinystories", "--n_stories", 2, "--data_file", stories_file,
+    run_script("run_experiments_ts.py", tiny_dir, "tinystories", "--n_stories", 2, "--data_file", stories_file,
         "--max_len", 3, "--results_dir", tmp_path, "--batch_size", 5, "--update_steps", 10, "--no_progress",
         "--metrics", "shannon", "renyi:0.5")
     out = tmp_path / "tiny-llama_tinystories_2.pkl"
@@ -59,7 +51,7 @@ def test_tinystories_script_and_evaluation(tiny_dir, stories_file, tmp_path):
     assert meta["format_version"] == 1 and meta["config"]["sample"] is True and meta["complete"] is True
     assert meta["config"]["max_len"] == 3 and "torch" in meta["versions"] and meta["n_skipped"] == 0
     assert "nats" in meta["metrics"]["entropy"]
-    proc = run("run_tests.py", out, "--bs", 8, "--label", "prompt")
+    proc = run_script("run_tests.py", out, "--bs", 8, "--label", "prompt")
     assert "ROC-AUC" in proc.stdout
     csv = tmp_path / "tiny-llama_tinystories_2_tm_overall.csv"
     import pandas as pd
@@ -72,14 +64,14 @@ def test_tinystories_script_and_evaluation(tiny_dir, stories_file, tmp_path):
     assert (tmp_path / "tiny-llama_tinystories_2_profiles.png").stat().st_size > 5000
     # refusing to overwrite leaves the file byte-identical
     before = out.read_bytes()
-    proc = run("run_experiments_ts.py", tiny_dir, "tinystories", "--n_stories", 2, "--data_file", stories_file,
+    proc = run_script("run_experiments_ts.py", tiny_dir, "tinystories", "--n_stories", 2, "--data_file", stories_file,
                "--max_len", 3, "--results_dir", tmp_path, check=False)
     assert proc.returncode == 2 and "exists; pass --resume" in proc.stderr and "Traceback" not in proc.stderr
     assert out.read_bytes() == before
 
 
 def test_mmlu_script(tiny_dir, shared_data, tmp_path):
-    run("run_experiments.py", tiny_dir, "mmlu", "--n_questions", 12, "--data_file", shared_data / "mmlu_test.jsonl",
+    run_script("run_experiments.py", tiny_dir, "mmlu", "--n_questions", 12, "--data_file", shared_data / "mmlu_test.jsonl",
         "--max_len", 2, "--results_dir", tmp_path, "--batch_size", 6, "--prompt_type", "instruct", "--no_progress")
     data = load_results(tmp_path / "tiny-llama_mmlu_instruct.pkl")
     assert len(data["entropy"]) == 12
@@ -158,5 +150,5 @@ def test_run_tests_recomputes_original_activations(tiny_dir, tmp_path):
     run_tests.ensure_entropy(data, args)
     for got, want in zip(data["entropy"], ents):
         np.testing.assert_allclose(got, want, atol=1e-5)
-    proc = run("run_tests.py", path, "--bs", 5, "--label", "prompt", "--folds", 3, "--k", 5)
+    proc = run_script("run_tests.py", path, "--bs", 5, "--label", "prompt", "--folds", 3, "--k", 5)
     assert "ROC-AUC" in proc.stdout

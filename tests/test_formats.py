@@ -1,30 +1,20 @@
 """Output-format pipeline: generation on a tiny model, classification, overwrite refusal."""
 
 import json
-import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from helpers import run_script
 from model_inspector.formats import read_formats_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(script, *args, check=True):
-    proc = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc
-
-
 def test_pipeline_end_to_end(tiny_dir, tmp_path):
     out = tmp_path / "formats.pkl"
-    run("generate_format_dataset.py", "--model", tiny_dir, "--n_topics", 4, "--max_len", 6, "--num_windows", 3,
+    run_script("generate_format_dataset.py", "--model", tiny_dir, "--n_topics", 4, "--max_len", 6, "--num_windows", 3,
         "--out", out, "--batch_size", 5, "--no_progress", "--update_steps", 5)
     df = read_formats_table(out)
     assert len(df) == 4 * 3 * 3
@@ -37,14 +27,14 @@ def test_pipeline_end_to_end(tiny_dir, tmp_path):
     assert (piv[0.5] >= piv[1.0] - 1e-5).all() and (piv[1.0] >= piv[5.0] - 1e-5).all()
     assert df.attrs["metadata"]["alphas"] == [0.5, 1.0, 5.0] and df.attrs["metadata"]["complete"] is True
     summary = tmp_path / "s.json"
-    proc = run("classify_formats.py", "-d", out, "-a", 0.5, 1, 5, "-k", 3, "--folds", 3, "--json", summary)
+    proc = run_script("classify_formats.py", "-d", out, "-a", 0.5, 1, 5, "-k", 3, "--folds", 3, "--json", summary)
     assert "ROC-AUC" in proc.stdout
     s = json.loads(summary.read_text())
     assert set(s) == {"0.5", "1.0", "5.0"} and {"cv_accuracy_mean", "cv_accuracy_std", "roc_auc"} <= set(s["1.0"]["3"])
     assert (tmp_path / "plots" / "confusion_alpha1.png").exists()
     # refusing to overwrite leaves the file byte-identical
     before = out.read_bytes()
-    proc = run("generate_format_dataset.py", "--model", tiny_dir, "--n_topics", 4, "--max_len", 6,
+    proc = run_script("generate_format_dataset.py", "--model", tiny_dir, "--n_topics", 4, "--max_len", 6,
                "--num_windows", 3, "--out", out, check=False)
     assert proc.returncode == 2 and "--overwrite" in proc.stderr and "Traceback" not in proc.stderr
     assert out.read_bytes() == before
@@ -70,23 +60,23 @@ def test_classifier_separable_and_shuffled(tmp_path):
     _synthetic(shuf, False)
     for path, lo, hi in ((sep, 0.97, 1.0), (shuf, 0.35, 0.65)):
         js = tmp_path / (path.stem + ".json")
-        run("classify_formats.py", "-d", path, "-k", 5, "--json", js)
+        run_script("classify_formats.py", "-d", path, "-k", 5, "--json", js)
         r = json.loads(js.read_text())["1.0"]["5"]
         assert lo <= r["roc_auc"] <= hi, (path.name, r["roc_auc"])
     assert json.loads((tmp_path / "shuf.json").read_text())["1.0"]["5"]["cv_accuracy_mean"] < 0.5
 
 
 def test_bad_arguments_are_one_line(tmp_path):
-    proc = run("classify_formats.py", "-d", tmp_path / "none.pkl", check=False)
+    proc = run_script("classify_formats.py", "-d", tmp_path / "none.pkl", check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("error: formats file not found")
     bad = tmp_path / "bad.pkl"
     bad.write_bytes(b"not a pickle")
-    proc = run("classify_formats.py", "-d", bad, check=False)
+    proc = run_script("classify_formats.py", "-d", bad, check=False)
     assert proc.returncode == 2 and "not a readable" in proc.stderr and "Traceback" not in proc.stderr
     _synthetic(tmp_path / "s.pkl", True)
-    proc = run("classify_formats.py", "-d", tmp_path / "s.pkl", "-a", 7, check=False)
+    proc = run_script("classify_formats.py", "-d", tmp_path / "s.pkl", "-a", 7, check=False)
     assert proc.returncode == 2 and "alpha 7.0 not in" in proc.stderr
-    proc = run("generate_format_dataset.py", "--num_windows", 9, "--max_len", 4, check=False)
+    proc = run_script("generate_format_dataset.py", "--num_windows", 9, "--max_len", 4, check=False)
     assert proc.returncode == 2 and "exceeds --max_len" in proc.stderr
-    proc = run("generate_format_dataset.py", "--alphas", "-1", check=False)
+    proc = run_script("generate_format_dataset.py", "--alphas", "-1", check=False)
     assert proc.returncode == 2 and "--alphas must be >= 0" in proc.stderr

@@ -15,6 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import run_script
 from model_inspector.metrics import metrics_from_logits
 from model_inspector.storage import load_results
 
@@ -24,9 +25,8 @@ STORIES = ["Tom had a red ball. He liked to play with it every day in the park."
            "Ben and Mia went to the park. They saw a dog and a big tree."]
 
 
-def cli(*args, timeout=600):
-    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, cwd=ROOT,
-                          timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+def cli(script, *args):
+    return run_script(script, *args, check=False)
 
 
 def one_line_error(proc, *fragments):
