@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=positive_int, default=8, help="prompts per forward pass (default: 8)")
     p.add_argument("--out", default=None, help="output file (default: data/<model>/formats.pkl; data/gemma/... for gemma-2-2b-it)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.add_argument("--resume", action="store_true", help="continue a partial output file")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a partial output file (a pickle: loading one runs code, so resume only your own files)")
     p.add_argument("--update_steps", type=positive_int, default=48, help="write the file every N prompts (default: 48)")
     p.add_argument("--chat_template", action="store_true", help="apply the tokenizer's chat template (paper: off)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")

@@ -87,8 +87,8 @@ def ensure_entropy(data: dict, args) -> None:
 
 
 def evaluate(data: dict, args) -> tuple[pd.DataFrame, pd.DataFrame | None, np.ndarray, np.ndarray]:
+    y = labels_of(data, args.label)  # check the label before any (slow) recomputation
     ensure_entropy(data, args)
-    y = labels_of(data, args.label)
     X = features_from_results(data, args.metric, args.num_windows)
     res = evaluate_knn(X, y, k=args.k, n_splits=args.folds)
     pos = res["classes"][-1]

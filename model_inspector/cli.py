@@ -7,10 +7,7 @@ import os
 import sys
 from typing import Callable
 
-__all__ = ["run_main", "add_model_args", "add_generation_args", "positive_int", "TRUST_NOTE"]
-
-TRUST_NOTE = ("Results files are pickles: loading one runs code, so load only files you trust "
-              "(share results as .npz, which loads without executing anything).")
+__all__ = ["run_main", "add_model_args", "add_generation_args", "positive_int", "load_inspector"]
 
 
 def _user_errors() -> tuple:
@@ -77,7 +74,8 @@ def add_generation_args(p: argparse.ArgumentParser, *, default_batch: int = 8) -
     p.add_argument("--update_steps", type=positive_int, default=1000,
                    help="write the results file every this many samples (default: 1000)")
     p.add_argument("--results_dir", default="results", help="output folder (default: results/)")
-    p.add_argument("--resume", action="store_true", help="continue a partial results file")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a partial results file (a pickle: loading one runs code, so resume only your own files)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing results file")
     p.add_argument("--chat_template", action="store_true",
                    help="wrap each prompt in the tokenizer's chat template (the paper fed raw text: default off)")

@@ -119,6 +119,12 @@ def test_embedded_smollm2_profiles_offline(no_network, smollm2):
     assert np.isfinite(prof.entropy).all() and (prof.entropy >= 0).all()
     assert (prof.entropy <= np.log(49152) + 1e-4).all() and (prof.renyi_inf <= prof.entropy + 1e-4).all()
     assert "Paris" in prof.texts[0]
+    from model_inspector.generation import encode_prompts
+
+    wrapped = mi.tokenizer.decode(encode_prompts(mi.tokenizer, ["hi"], chat_template=True)["input_ids"][0])
+    assert "<|im_start|>user\nhi<|im_end|>" in wrapped and wrapped.rstrip().endswith("<|im_start|>assistant")
+    chat = mi.profile(["hi"], max_len=2, chat_template=True)
+    assert chat.entropy.shape == (1, 2, 30)
 
 
 @pytest.mark.slow
