@@ -203,7 +203,8 @@ def run_profiling(
                 batch = list(samples[start : start + cfg.batch_size])
                 prof = mi.profile([s.text for s in batch], max_len=cfg.max_len, metrics=cfg.metrics,
                                   batch_size=len(batch), sample=cfg.sample, temperature=cfg.temperature,
-                                  seed=cfg.seed, first_index=start, chat_template=cfg.chat_template)
+                                  seed=cfg.seed, first_index=start, chat_template=cfg.chat_template,
+                                  check_context=False)  # too long prompts were skipped above
                 for i, s in enumerate(batch):
                     fields = fields_fn(prof, i)
                     labels = {"model": model_label(cfg.model), **s.labels}

@@ -112,14 +112,15 @@ class ModelInspector:
     def profile(self, prompts: Sequence[str] | str, *, max_len: int = 32, metrics=("shannon",), batch_size: int = 8,
                 sample: bool = False, temperature: float = 1.0, seed: int | None = None, stop_at_eos: bool = False,
                 keep_residuals: bool = False, top_k: int = 0, chat_template: bool = False, first_index: int = 0,
-                on_batch=None) -> Profile:
+                on_batch=None, check_context: bool = True) -> Profile:
         """Generate ``max_len`` tokens per prompt and profile every layer at every step.
 
         Returns a :class:`Profile`: ``.entropy`` and the other metrics ``[prompt, token, layer]``,
-        ``.texts`` (generated text), ``.token_ids`` ``[prompt, token]``."""
+        ``.texts`` (generated text), ``.token_ids`` ``[prompt, token]``. A prompt that does not fit the
+        context with ``max_len`` raises ``ValueError`` (``check_context=False``: the caller has checked)."""
         if isinstance(prompts, str):
             prompts = [prompts]
-        long = self.too_long(prompts, max_len, chat_template) if self.context_length else []
+        long = self.too_long(prompts, max_len, chat_template) if check_context and self.context_length else []
         if long:
             raise ValueError(f"prompt {first_index + long[0]} (and {len(long) - 1} more) does not fit the model's "
                              f"context of {self.context_length} tokens with max_len={max_len}; shorten it")
