@@ -42,8 +42,10 @@ def run_distributed(samples, cfg, out_path, *, load_inspector, resume=False, ove
     out_path = Path(out_path)
     if out_path.exists() and not (resume or overwrite):
         raise FileExistsError(f"{out_path} exists; pass --resume to continue it or --overwrite to replace it")
-    if out_path.exists() and resume and load(out_path)["metadata"].get("complete"):
-        return load(out_path) if rank == 0 else None
+    if out_path.exists() and resume:
+        done = load(out_path)
+        if done["metadata"].get("complete"):
+            return done if rank == 0 else None
     mine = shard_path(out_path, rank, world)
     run_profiling(samples, cfg, mine, load_inspector=lambda: load_inspector(str(state.device)),
                   resume=resume, overwrite=overwrite or not resume, progress=progress and state.is_main_process,
