@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue a partial output file (a pickle: loading one runs code, so resume only your own files)")
     p.add_argument("--update_steps", type=positive_int, default=48, help="write the file every N prompts (default: 48)")
     p.add_argument("--chat_template", action="store_true", help="apply the tokenizer's chat template (paper: off)")
+    p.add_argument("--prepend_bos", default="auto", choices=["auto", "always", "never"],
+                   help="BOS token before each prompt: auto = what TransformerLens (the original's tooling) did for "
+                        "the model family (yes for GPT-2, Llama, Gemma, OPT...; no for Qwen, GPT-NeoX/Pythia, Bloom)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     add_model_args(p)
     return p
@@ -67,7 +70,7 @@ def main() -> int:
     alphas = sorted(set(args.alphas))
     cfg = RunConfig(model=args.model, dataset="formats", max_len=args.max_len,
                     metrics=tuple(alpha_metric(a) for a in alphas), batch_size=args.batch_size, sample=False,
-                    chat_template=args.chat_template, extra={"num_windows": args.num_windows,
+                    chat_template=args.chat_template, prepend_bos=args.prepend_bos, extra={"num_windows": args.num_windows,
                                                              "n_topics": args.n_topics})
     out = Path(args.out) if args.out else default_out(args.model)
     t0 = time.time()

@@ -51,6 +51,7 @@ def main() -> int:
     print(f"{len(samples)} questions; {skipped} over {MAX_MMLU_QUESTION_CHARS} characters skipped")
     cfg = RunConfig(model=args.model, dataset="mmlu", max_len=args.max_len, metrics=tuple(args.metrics),
                     batch_size=args.batch_size, sample=False, seed=args.seed, chat_template=args.chat_template,
+                    prepend_bos=args.prepend_bos,
                     extra={"prompt_type": args.prompt_type, "n_questions": args.n_questions,
                            "subjects": args.subjects})
     out = Path(args.results_dir) / f"{model_label(args.model)}_mmlu_{args.prompt_type}.pkl"

@@ -79,6 +79,9 @@ def add_generation_args(p: argparse.ArgumentParser, *, default_batch: int = 8) -
     p.add_argument("--overwrite", action="store_true", help="replace an existing results file")
     p.add_argument("--chat_template", action="store_true",
                    help="wrap each prompt in the tokenizer's chat template (the paper fed raw text: default off)")
+    p.add_argument("--prepend_bos", default="auto", choices=["auto", "always", "never"],
+                   help="BOS token before each prompt: auto = what TransformerLens (the original's tooling) did for "
+                        "the model family (yes for GPT-2, Llama, Gemma, OPT...; no for Qwen, GPT-NeoX/Pythia, Bloom)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
 
 

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .architecture import BOS_POLICIES
 from .metrics import parse_metrics
 from .storage import FORMAT, FORMAT_VERSION, ResultsFileError, load_results, n_samples, save_results
 from .tasks import Sample
@@ -44,6 +45,7 @@ class RunConfig:
     temperature: float = 1.0
     seed: int = 0
     chat_template: bool = False
+    prepend_bos: str = "auto"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -51,6 +53,8 @@ class RunConfig:
             raise ValueError(f"--max_len must be a positive integer (got {self.max_len})")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"--batch_size must be a positive integer (got {self.batch_size})")
+        if self.prepend_bos not in BOS_POLICIES:
+            raise ValueError(f"--prepend_bos must be one of {', '.join(BOS_POLICIES)} (got {self.prepend_bos!r})")
         if self.sample and not self.temperature > 0:
             raise ValueError(f"--temperature must be > 0 (got {self.temperature})")
         self.metrics = parse_metrics(self.metrics)
@@ -173,7 +177,8 @@ def run_profiling(
     # Policy for prompts longer than the model's context (prompt tokens + max_len): skipped and
     # counted, like the paper's length limits. The decision depends on the model alone, so a
     # resumed run skips the same prompts.
-    long = set(mi.too_long([s.text for s in samples], cfg.max_len, cfg.chat_template))
+    meta["prepend_bos_resolved"] = mi.prepend_bos(cfg.prepend_bos)
+    long = set(mi.too_long([s.text for s in samples], cfg.max_len, cfg.chat_template, cfg.prepend_bos))
     if long:
         print(f"{len(long)} prompts do not fit the context of {mi.context_length} tokens with max_len={cfg.max_len}: "
               "skipped")
@@ -204,6 +209,7 @@ def run_profiling(
                 prof = mi.profile([s.text for s in batch], max_len=cfg.max_len, metrics=cfg.metrics,
                                   batch_size=len(batch), sample=cfg.sample, temperature=cfg.temperature,
                                   seed=cfg.seed, first_index=start, chat_template=cfg.chat_template,
+                                  prepend_bos=cfg.prepend_bos,
                                   check_context=False)  # too long prompts were skipped above
                 for i, s in enumerate(batch):
                     fields = fields_fn(prof, i)

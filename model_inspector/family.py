@@ -134,13 +134,14 @@ def plot_family_profiles(by_model: dict, families: dict, *, ylabel: str = "entro
     return fig
 
 
-def plot_embedding(emb: np.ndarray, families, sizes=None, *, title: str = "t-SNE of entropy profiles"):
-    """Scatter ``emb [N, 2]`` coloured by family; ``sizes`` (e.g. parameters in billions) scale the markers."""
+def plot_embedding(emb: np.ndarray, families, sizes=None, *, title: str = "t-SNE of entropy profiles", ax=None):
+    """Scatter ``emb [N, 2]`` coloured by family; ``sizes`` (e.g. parameters in billions) scale the
+    markers. Draws on ``ax`` when given (returns its figure)."""
     from .plots import _plt
 
     plt = _plt()
     families = np.asarray(families)
-    fig, ax = plt.subplots(figsize=(5.6, 4.6))
+    fig, ax = plt.subplots(figsize=(5.6, 4.6)) if ax is None else (ax.figure, ax)
     s = 20 if sizes is None else 15 + 60 * np.sqrt(np.asarray(sizes, dtype=float) / max(1e-9, np.max(sizes)))
     for i, fam in enumerate(sorted(set(families))):
         sel = families == fam

@@ -41,11 +41,17 @@ def _fallback_token(tokenizer) -> int:
     raise ValueError("the tokenizer has no BOS, EOS or pad token to use for an empty prompt")
 
 
-def encode_prompts(tokenizer, prompts: Sequence[str], *, chat_template: bool = False, device=None) -> dict:
+def encode_prompts(tokenizer, prompts: Sequence[str], *, chat_template: bool = False, prepend_bos: bool | None = None,
+                   device=None) -> dict:
     """Tokenise ``prompts`` with left padding. An empty prompt becomes the BOS token alone.
 
-    ``chat_template=True`` wraps each prompt as one user turn of the tokenizer's chat template.
+    ``prepend_bos``: ``True`` — every sequence starts with exactly one BOS token (the tokenizer's
+    ``bos_token``, else its EOS token, as TransformerLens does); ``False`` — none (a BOS the
+    tokenizer adds is removed); ``None`` — whatever the tokenizer does. Resolve the ``auto`` policy
+    with :func:`~model_inspector.architecture.resolve_prepend_bos`. ``chat_template=True`` wraps
+    each prompt as one user turn of the tokenizer's chat template.
     Returns ``input_ids`` and ``attention_mask``, both ``[batch, seq]``."""
+    bos = _fallback_token(tokenizer) if prepend_bos is not None else None
     rows = []
     for p in prompts:
         if chat_template:
@@ -59,6 +65,10 @@ def encode_prompts(tokenizer, prompts: Sequence[str], *, chat_template: bool = F
         else:
             ids = tokenizer(p, add_special_tokens=True)["input_ids"]
         ids = list(ids)
+        if prepend_bos and (not ids or ids[0] != bos):
+            ids = [bos] + ids
+        elif prepend_bos is False and ids and ids[0] == bos and len(ids) > 1:
+            ids = ids[1:]
         if not ids:
             ids = [_fallback_token(tokenizer)]
         rows.append(ids)
@@ -107,6 +117,7 @@ def generate_profiles(
     keep_residuals: bool = False,
     top_k: int = 0,
     chat_template: bool = False,
+    prepend_bos: bool | None = None,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
     on_batch: Callable[[Profile, int], None] | None = None,
 ) -> Profile:
@@ -136,7 +147,7 @@ def generate_profiles(
             temperature=temperature,
             seed=None if seed is None else batch_seed(seed, first_index + start),
             stop_at_eos=stop_at_eos, keep_residuals=keep_residuals, top_k=top_k,
-            chat_template=chat_template, budget_bytes=budget_bytes,
+            chat_template=chat_template, prepend_bos=prepend_bos, budget_bytes=budget_bytes,
         )
         if on_batch is not None:
             on_batch(part, first_index + start)
@@ -145,8 +156,9 @@ def generate_profiles(
 
 
 def _generate_batch(model, tokenizer, lens, prompts, *, max_len, metrics, sample, temperature, seed,
-                    stop_at_eos, keep_residuals, top_k, chat_template, budget_bytes) -> Profile:
-    enc = encode_prompts(tokenizer, prompts, chat_template=chat_template, device=_input_device(model))
+                    stop_at_eos, keep_residuals, top_k, chat_template, prepend_bos, budget_bytes) -> Profile:
+    enc = encode_prompts(tokenizer, prompts, chat_template=chat_template, prepend_bos=prepend_bos,
+                         device=_input_device(model))
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else _fallback_token(tokenizer)
     pure = dict(temperature=float(temperature), top_k=0, top_p=1.0, typical_p=1.0) if sample else {}
@@ -219,7 +231,7 @@ def _generate_batch(model, tokenizer, lens, prompts, *, max_len, metrics, sample
 
 def prompt_profiles(
     model, tokenizer, lens: LogitLens, prompts: Sequence[str], *, metrics=("shannon",), batch_size: int = 8,
-    chat_template: bool = False, budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    chat_template: bool = False, prepend_bos: bool | None = None, budget_bytes: int = DEFAULT_BUDGET_BYTES,
 ) -> PromptProfile:
     """Metrics at every prompt position in one forward pass per batch: ``[prompt, position, layer]``."""
     metrics = parse_metrics(metrics)
@@ -228,7 +240,7 @@ def prompt_profiles(
     ids_rows = []
     for start in range(0, len(prompts), batch_size):
         enc = encode_prompts(tokenizer, prompts[start : start + batch_size], chat_template=chat_template,
-                             device=_input_device(model))
+                             prepend_bos=prepend_bos, device=_input_device(model))
         with torch.no_grad(), lens.capture(last_only=False) as slots:
             model(**enc, use_cache=False)
             resid = torch.stack(slots, dim=2)  # [batch, seq, layer, d_model]

@@ -8,17 +8,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .generation import generate_profiles, prompt_profiles
+from .architecture import LensResolutionError, find_residual_writers, resolve_prepend_bos
+from .generation import encode_prompts, generate_profiles, prompt_profiles
 from .lens import LogitLens, text_config
 from .metrics import DEFAULT_BUDGET_BYTES, Metric, metrics_from_logits, parse_metrics, window_mean
 from .profile import Profile, PromptProfile
 
 __all__ = ["ModelInspector"]
 
-_SUBMODULES = {
-    "hook_attn_out": ("self_attn", "attn", "attention", "self_attention"),
-    "hook_mlp_out": ("mlp", "feed_forward", "ffn", "fc2"),
-}
+#: TransformerLens hook names that the intervention API accepts.
+HOOKS = ("hook_resid_post", "hook_attn_out", "hook_mlp_out")
 
 
 def _scale_output(factor: float):
@@ -62,6 +61,13 @@ class ModelInspector:
         self.lens = LogitLens(self.model, verify=verify, compile=compile)
         self.budget_bytes = budget_bytes
         self._scalings: dict[tuple[int, str], torch.utils.hooks.RemovableHandle] = {}
+        # traced now, before any scaling hook can change what the trace sees
+        probe = self.lens._probe_inputs()
+        try:
+            self._writers: dict | Exception = find_residual_writers(
+                self.lens.blocks[0], lambda: self.model(**probe, use_cache=False))
+        except LensResolutionError as exc:
+            self._writers = exc
 
     # ------------------------------------------------------------------ properties
     @property
@@ -90,19 +96,29 @@ class ModelInspector:
                 return value
         return None
 
-    def too_long(self, prompts: Sequence[str], max_len: int, chat_template: bool = False) -> list[int]:
+    def too_long(self, prompts: Sequence[str], max_len: int, chat_template: bool = False,
+                 prepend_bos="auto") -> list[int]:
         """Indices of ``prompts`` whose tokens plus ``max_len`` exceed :attr:`context_length`."""
         limit = self.context_length
         if limit is None:
             return []
-        from .generation import encode_prompts
-
         out = []
         for i, p in enumerate(prompts):
-            n = int(encode_prompts(self.tokenizer, [p], chat_template=chat_template)["input_ids"].shape[1])
+            n = int(self.encode([p], chat_template=chat_template, prepend_bos=prepend_bos)["input_ids"].shape[1])
             if n + max_len > limit:
                 out.append(i)
         return out
+
+    def prepend_bos(self, policy="auto") -> bool:
+        """Whether ``policy`` (``auto``, ``always``, ``never``) prepends BOS for this model; ``auto``
+        is what TransformerLens, which the original ran on, does for the model's family."""
+        return resolve_prepend_bos(policy, self.model)
+
+    def encode(self, prompts: Sequence[str], *, chat_template: bool = False, prepend_bos="auto") -> dict:
+        """Token ids as profiling feeds them to the model: ``input_ids``, ``attention_mask`` ``[batch, seq]``
+        (left padded), with the BOS policy ``prepend_bos`` applied."""
+        return encode_prompts(self.tokenizer, list(prompts), chat_template=chat_template,
+                              prepend_bos=self.prepend_bos(prepend_bos), device=self.lens.device)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -112,15 +128,18 @@ class ModelInspector:
     def profile(self, prompts: Sequence[str] | str, *, max_len: int = 32, metrics=("shannon",), batch_size: int = 8,
                 sample: bool = False, temperature: float = 1.0, seed: int | None = None, stop_at_eos: bool = False,
                 keep_residuals: bool = False, top_k: int = 0, chat_template: bool = False, first_index: int = 0,
-                on_batch=None, check_context: bool = True) -> Profile:
+                on_batch=None, check_context: bool = True, prepend_bos="auto") -> Profile:
         """Generate ``max_len`` tokens per prompt and profile every layer at every step.
 
         Returns a :class:`Profile`: ``.entropy`` and the other metrics ``[prompt, token, layer]``,
         ``.texts`` (generated text), ``.token_ids`` ``[prompt, token]``. A prompt that does not fit the
-        context with ``max_len`` raises ``ValueError`` (``check_context=False``: the caller has checked)."""
+        context with ``max_len`` raises ``ValueError`` (``check_context=False``: the caller has checked).
+        ``prepend_bos``: ``auto`` (TransformerLens's choice for the model family, as the original),
+        ``always`` or ``never``."""
         if isinstance(prompts, str):
             prompts = [prompts]
-        long = self.too_long(prompts, max_len, chat_template) if check_context and self.context_length else []
+        bos = self.prepend_bos(prepend_bos)
+        long = self.too_long(prompts, max_len, chat_template, bos) if check_context and self.context_length else []
         if long:
             raise ValueError(f"prompt {first_index + long[0]} (and {len(long) - 1} more) does not fit the model's "
                              f"context of {self.context_length} tokens with max_len={max_len}; shorten it")
@@ -128,16 +147,17 @@ class ModelInspector:
             self.model, self.tokenizer, self.lens, prompts, max_len=max_len, metrics=metrics,
             batch_size=batch_size, sample=sample, temperature=temperature, seed=seed, first_index=first_index,
             stop_at_eos=stop_at_eos, keep_residuals=keep_residuals, top_k=top_k, chat_template=chat_template,
-            budget_bytes=self.budget_bytes, on_batch=on_batch,
+            prepend_bos=bos, budget_bytes=self.budget_bytes, on_batch=on_batch,
         )
 
     def profile_prompt(self, prompts: Sequence[str] | str, *, metrics=("shannon",), batch_size: int = 8,
-                       chat_template: bool = False) -> PromptProfile:
+                       chat_template: bool = False, prepend_bos="auto") -> PromptProfile:
         """Metrics at every prompt position, one forward pass per batch: ``[prompt, position, layer]``."""
         if isinstance(prompts, str):
             prompts = [prompts]
         return prompt_profiles(self.model, self.tokenizer, self.lens, prompts, metrics=metrics,
-                               batch_size=batch_size, chat_template=chat_template, budget_bytes=self.budget_bytes)
+                               batch_size=batch_size, chat_template=chat_template,
+                               prepend_bos=self.prepend_bos(prepend_bos), budget_bytes=self.budget_bytes)
 
     # ------------------------------------------------------------------ reference-compatible API
     def generate_with_activations(self, prompt: str, max_len: int = 100, layer_name: str = "hook_resid_post",
@@ -231,19 +251,26 @@ class ModelInspector:
         if not isinstance(block, int) or not 0 <= block < self.n_layers:
             raise ValueError(f"block must be an integer in [0, {self.n_layers}) (got {block!r})")
         blk = self.lens.blocks[block]
+        if hook not in HOOKS:
+            raise ValueError(f"unknown hook {hook!r}; use {', '.join(HOOKS)}")
         if hook == "hook_resid_post":
             return blk
-        if hook not in _SUBMODULES:
-            raise ValueError(f"unknown hook {hook!r}; use hook_resid_post, hook_attn_out or hook_mlp_out")
-        for name in _SUBMODULES[hook]:
-            if hasattr(blk, name):
-                return getattr(blk, name)
-        raise ValueError(f"block {block} has no submodule for {hook} (looked for {', '.join(_SUBMODULES[hook])})")
+        if isinstance(self._writers, Exception):
+            raise ValueError(f"{hook} is not available for this model: {self._writers}")
+        return blk.get_submodule(self._writers[hook])
+
+    def residual_writers(self) -> dict[str, str]:
+        """The modules (names inside a block) whose outputs ``hook_attn_out`` / ``hook_mlp_out`` scale:
+        what the block adds to the residual stream (after Gemma's post-norms, say)."""
+        self._hook_module(0, "hook_attn_out")
+        return dict(self._writers)
 
     def add_scale_activations_layer(self, block: int, hook: str, scaling_factor: float) -> None:
-        """Multiply the output of ``hook`` (``hook_resid_post``, ``hook_attn_out``, ``hook_mlp_out``)
-        of ``block`` by ``scaling_factor`` in every later forward pass. Setting it again replaces
-        the earlier factor (factors do not stack)."""
+        """Multiply ``hook`` of ``block`` by ``scaling_factor`` in every later forward pass, as
+        TransformerLens means the hooks: ``hook_resid_post`` the block's output, ``hook_attn_out`` /
+        ``hook_mlp_out`` what attention / the MLP add to the residual stream (in sandwich-norm models
+        such as Gemma-2/3, the output of the post-norm, not the raw ``self_attn`` output that the norm
+        would rescale back). Setting it again replaces the earlier factor (factors do not stack)."""
         mod = self._hook_module(block, hook)
         self.undo_scaling_at_layer(block, hook)
         self._scalings[(block, hook)] = mod.register_forward_hook(_scale_output(float(scaling_factor)), prepend=True)

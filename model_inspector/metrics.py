@@ -13,8 +13,20 @@ Definitions (p = softmax(logits) over the V vocabulary entries):
 * ``entropy_thresholded``: entries with ``p > mean(p) - std(p)`` (population std over the V
   entries, mean = 1/V) are kept and renormalised; Shannon entropy of that distribution (nats).
 * ``moment_thresholded_k``: mean of ``p^k`` over the kept entries (no unit).
+  With real models this threshold is almost always negative (``std(p) > 1/V`` for any peaked
+  distribution), so nothing is removed and the metric equals Shannon (measured: 240 SmolLM2 rows,
+  equal to 1e-6); it is kept because the paper defines it.
+* ``entropy_top_p_P`` (nucleus entropy, 0 < P <= 1): the Shannon entropy (nats) of the smallest set
+  of most probable tokens whose mass reaches P, renormalised (the set top-p sampling draws from).
+  Streamed by two refining histogram passes over log p (bins of 1.2e-5 nats at the end), so it
+  matches a full sort to about 1e-5 nats.
 * ``kl_final``: ``KL(p_layer || p_last_layer)`` in nats, the layer axis being the second-to-last
   axis of the chunks (``[..., layer, vocab]``).
+
+Rényi orders with ``0 < |a - 1| < 0.1`` are accumulated in float64 (in float32 the formula cancels:
+its error grows like 3e-7 / |a - 1| nats), and for ``|a - 1| < 1e-6`` the value is interpolated
+linearly between Shannon and the order ``1 ± 1e-6`` (the curve is smooth there), so that every
+order stays within 1e-4 nats of a float64 computation.
 
 The streamed identities: with running max ``m``, ``s = sum exp(x - m)``,
 ``t = sum exp(x - m) (x - m)`` and ``s_a = sum exp(a (x - m))``:
@@ -47,7 +59,7 @@ __all__ = [
 #: Default memory budget (bytes) for the temporaries of one vocabulary chunk.
 DEFAULT_BUDGET_BYTES = 256 * 2**20
 
-_KINDS = ("shannon", "renyi", "moment", "shannon_thresholded", "moment_thresholded", "kl_final")
+_KINDS = ("shannon", "renyi", "moment", "shannon_thresholded", "moment_thresholded", "shannon_top_p", "kl_final")
 _ALIASES = {
     "entropy": ("shannon", None),
     "shannon": ("shannon", None),
@@ -60,9 +72,11 @@ _ALIASES = {
 
 
 def _fmt(x: float) -> str:
+    """Exact and short: whole numbers without ``.0`` (``2``), others as ``repr`` (``0.1234561``)."""
     if math.isinf(x):
         return "inf"
-    return f"{x:g}"
+    x = float(x)
+    return str(int(x)) if x.is_integer() and abs(x) < 1e16 else repr(x)
 
 
 @dataclass(frozen=True)
@@ -81,6 +95,9 @@ class Metric:
         if self.kind in ("moment", "moment_thresholded"):
             if self.param is None or not (self.param > 0) or math.isinf(self.param):
                 raise ValueError(f"moment power must be a finite number > 0 (got {self.param!r})")
+        if self.kind == "shannon_top_p":
+            if self.param is None or not (0 < self.param <= 1):
+                raise ValueError(f"top-p mass must be a number in (0, 1] (got {self.param!r})")
 
     @property
     def key(self) -> str:
@@ -94,6 +111,8 @@ class Metric:
             return "entropy_thresholded"
         if self.kind == "moment_thresholded":
             return f"moment_thresholded_{_fmt(self.param)}"
+        if self.kind == "shannon_top_p":
+            return f"entropy_top_p_{_fmt(self.param)}"
         return "kl_final"
 
     @property
@@ -106,7 +125,10 @@ class Metric:
             "shannon": "-sum p log p",
             "renyi": f"log(sum p^{_fmt(self.param or 0)}) / (1 - {_fmt(self.param or 0)})",
             "moment": f"mean over vocab of p^{_fmt(self.param or 0)}",
-            "shannon_thresholded": "Shannon entropy of p restricted to p > mean(p) - std(p), renormalised",
+            "shannon_thresholded": "Shannon entropy of p restricted to p > mean(p) - std(p), renormalised "
+                                   "(usually nothing is removed: the threshold is negative for peaked p)",
+            "shannon_top_p": f"Shannon entropy of the smallest most-probable set of mass >= {_fmt(self.param or 0)}"
+                             ", renormalised (nucleus)",
             "moment_thresholded": f"mean of p^{_fmt(self.param or 0)} over entries with p > mean(p) - std(p)",
             "kl_final": "KL(p_layer || p_last_layer)",
         }[self.kind] + (f" [{self.unit}]" if self.unit else "")
@@ -130,7 +152,7 @@ def parse_metric(spec) -> Metric:
     if name in _ALIASES and param is None:
         kind, p = _ALIASES[name]
         return Metric(kind, p)
-    if name in ("renyi", "moment", "moment_thresholded"):
+    if name in ("renyi", "moment", "moment_thresholded", "entropy_top_p"):
         if param is None:
             raise ValueError(f"metric {name!r} needs a parameter, e.g. '{name}:2'")
         try:
@@ -139,20 +161,24 @@ def parse_metric(spec) -> Metric:
             raise ValueError(f"metric {name!r}: parameter {param!r} is not a number") from None
         if name == "renyi" and value == 1:
             return Metric("shannon")
-        return Metric(name, value)
+        return Metric("shannon_top_p" if name == "entropy_top_p" else name, value)
     raise ValueError(
         f"unknown metric {spec!r}: use shannon, renyi:ALPHA, moment:K, entropy_thresholded, "
-        "moment_thresholded:K, min_entropy or kl_final"
+        "moment_thresholded:K, entropy_top_p:P, min_entropy or kl_final"
     )
 
 
 def parse_metrics(specs) -> tuple[Metric, ...]:
-    """Parse a sequence of metric specs (a single string is one spec); duplicates are dropped."""
+    """Parse a sequence of metric specs (a single string is one spec); repeats of the same metric
+    are dropped, two different metrics that would share a results key are refused."""
     if isinstance(specs, (str, Metric)):
         specs = [specs]
     out: list[Metric] = []
     for s in specs:
         m = parse_metric(s)
+        clash = next((o for o in out if o.key == m.key and o != m), None)
+        if clash is not None:
+            raise ValueError(f"metrics {clash} and {m} would share the results key {m.key!r}; keep one")
         if m not in out:
             out.append(m)
     if not out:
@@ -169,7 +195,7 @@ def _chunk_stats(x: torch.Tensor, orders: tuple, need_count: bool, need_kl: bool
     ``need_kl``, ``u = sum e (x - x_last)`` (the layer axis is -2), where ``z = x - mc`` and
     ``e = exp(z)``. -inf entries are clamped to a large negative number, so that every product
     stays 0 instead of NaN (0 * -inf). A pure function: ``torch.compile`` fuses it into one pass."""
-    x = x.float()
+    x = x if x.dtype == torch.float64 else x.float()
     mc = x.amax(-1, keepdim=True)
     mc = torch.where(torch.isinf(mc), torch.zeros_like(mc), mc)
     z = (x - mc).clamp_(min=_NEG)
@@ -266,27 +292,34 @@ def stream_metrics(
     Returns ``{metric.key: tensor [...]}`` in float32 (entropies in nats).
     """
     metrics = parse_metrics(metrics)
+    near = {m.param for m in metrics if m.kind == "renyi" and _near_one(m.param)}
     orders = sorted(
         {
             m.param
             for m in metrics
             if m.kind in ("renyi", "moment") and m.param not in (0, 1) and not math.isinf(m.param)
-        }
+        } - near
     )
     thr = [m for m in metrics if m.kind in ("shannon_thresholded", "moment_thresholded")]
+    nucleus = [m for m in metrics if m.kind == "shannon_top_p"]
     if thr and 2.0 not in orders:
         orders = sorted(set(orders) | {2.0})
     st = _Stream(
         orders,
         need_count=any(m.kind == "renyi" and m.param == 0 for m in metrics),
         need_kl=any(m.kind == "kl_final" for m in metrics),
-        need_t=any(m.kind == "shannon" for m in metrics),
+        need_t=any(m.kind == "shannon" for m in metrics) or any(abs(a - 1) < _TINY for a in near),
         compile=compile,
     )
+    # orders near 1 in float64; those within _TINY of 1 use the order 1 +- _TINY (interpolated below)
+    orders64 = sorted({a if abs(a - 1) >= _TINY else 1 + math.copysign(_TINY, a - 1) for a in near})
+    st64 = _Stream(orders64, need_count=False, need_kl=False, need_t=False) if orders64 else None
     n_seen = 0
     for x in _chunk_iter(chunks):
         n_seen += x.shape[-1]
         st.update(x)
+        if st64 is not None:
+            st64.update(x.double())
         del x  # free this chunk before the next one is computed
     if st.m is None:
         raise ValueError("no logits were given (empty chunk iterator)")
@@ -298,6 +331,8 @@ def stream_metrics(
     for m in metrics:
         if m.kind == "shannon":
             out[m.key] = log_s - st.t / st.s
+        elif m.kind == "renyi" and m.param in near:
+            out[m.key] = _renyi_near_one(m.param, st, st64, orders64)
         elif m.kind == "renyi":
             a = m.param
             if a == 0:
@@ -318,7 +353,86 @@ def stream_metrics(
             out[m.key] = torch.where(kl > 1e29, torch.full_like(kl, math.inf), kl)
     if thr:
         out.update(_thresholded(chunks, thr, st, idx[2.0], vocab_size))
+    for m in nucleus:
+        out[m.key] = _nucleus_entropy(chunks, st.log_z, m.param)
     return out
+
+
+#: Rényi orders closer than this to 1 are accumulated in float64.
+_NEAR = 0.1
+#: ... and closer than this, interpolated between Shannon and the order 1 +- _TINY.
+_TINY = 1e-6
+
+
+def _near_one(a) -> bool:
+    return a is not None and not math.isinf(a) and 0 < abs(a - 1) < _NEAR
+
+
+def _renyi_near_one(a: float, st: _Stream, st64: _Stream, orders64: list) -> torch.Tensor:
+    def direct(order):
+        i = orders64.index(order)
+        return (torch.log(st64.sa[i]) - order * st64.log_s) / (1 - order)
+
+    if abs(a - 1) >= _TINY:
+        return direct(a).float()
+    ref = 1 + math.copysign(_TINY, a - 1)
+    shannon = (st.log_s - st.t / st.s).double()
+    return (shannon + (a - 1) / (ref - 1) * (direct(ref) - shannon)).float()
+
+
+#: Bins of each histogram pass of the nucleus entropy, and the log p range of the first pass.
+_NUCLEUS_BINS = 4096
+_NUCLEUS_FLOOR = -200.0
+
+
+def _nucleus_entropy(chunks, log_z: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Entropy (nats) of the renormalised smallest most-probable set of mass >= ``top_p``.
+
+    Two passes over the chunks, each a histogram of log p (``_NUCLEUS_BINS`` bins) inside the bin
+    where the cumulative mass (from the most probable tokens down) crosses ``top_p``: the first over
+    ``[_NUCLEUS_FLOOR, 0]``, the second inside that bin (width 1.2e-5 nats). The crossing bin's
+    tokens are then nearly equiprobable and are counted whole until the mass reaches ``top_p``."""
+    if not callable(chunks):
+        raise ValueError("entropy_top_p needs `chunks` as a callable (more passes over the vocabulary)")
+    shape = log_z.shape
+    lz = log_z.reshape(-1).double()
+    rows, nb = lz.shape[0], _NUCLEUS_BINS
+    lo = torch.full_like(lz, _NUCLEUS_FLOOR)
+    hi = torch.zeros_like(lz)
+    ar = torch.arange(rows, device=lz.device)
+    for level in range(2):
+        above_m = torch.zeros_like(lz)  # mass and sum p log p of the tokens above the range
+        above_h = torch.zeros_like(lz)
+        width = (hi - lo) / nb
+        hm = torch.zeros(rows, nb, dtype=torch.float64, device=lz.device)
+        hh, hc = torch.zeros_like(hm), torch.zeros_like(hm)
+        for x in _chunk_iter(chunks):
+            logp = x.reshape(rows, -1).double() - lz[:, None]
+            p = torch.exp(logp)
+            top = logp >= hi[:, None] if level else torch.zeros_like(logp, dtype=torch.bool)
+            inside = (logp >= lo[:, None]) & ~top
+            if level:
+                above_m += torch.where(top, p, 0).sum(-1)
+                above_h += torch.where(top & (p > 0), p * logp, 0).sum(-1)
+            b = ((logp - lo[:, None]) / width[:, None]).floor().clamp_(0, nb - 1).long()
+            hm.scatter_add_(1, b, torch.where(inside, p, 0))
+            hh.scatter_add_(1, b, torch.where(inside & (p > 0), p * logp, 0))
+            hc.scatter_add_(1, b, inside.double())
+        # cumulative mass from the top bin down; the crossing bin is the highest j with cum[j] >= top_p
+        cum_m = above_m[:, None] + hm.flip(-1).cumsum(-1).flip(-1)
+        cum_h = above_h[:, None] + hh.flip(-1).cumsum(-1).flip(-1)
+        reach = cum_m >= top_p - 1e-12
+        j = torch.where(reach.any(-1), nb - 1 - reach.flip(-1).int().argmax(-1), torch.zeros_like(ar))
+        nxt = (j + 1).clamp(max=nb - 1)
+        above_m = torch.where(j + 1 < nb, cum_m[ar, nxt], above_m)
+        above_h = torch.where(j + 1 < nb, cum_h[ar, nxt], above_h)
+        lo, hi = lo + j * width, lo + (j + 1) * width
+    m, h, c = hm[ar, j], hh[ar, j], hc[ar, j].clamp(min=1)
+    need = (top_p - above_m).clamp(min=0)
+    k = torch.minimum(torch.ceil(need / (m / c).clamp(min=1e-300) - 1e-9), c)  # whole tokens of the crossing bin
+    mass = above_m + k * m / c
+    plogp = above_h + k * h / c
+    return (-plogp / mass + torch.log(mass)).float().reshape(shape)
 
 
 def _thresholded(chunks, metrics, st: _Stream, i2: int, vocab_size: int) -> dict[str, torch.Tensor]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .architecture import resolve_prepend_bos
 from .generation import encode_prompts
 from .lens import LogitLens
 
@@ -17,9 +18,11 @@ __all__ = ["reference_profile"]
 
 
 def reference_profile(model, tokenizer, lens: LogitLens, prompt: str, *, max_len: int, sample: bool = False,
-                      temperature: float = 1.0, keep_residuals: bool = False):
-    """Returns ``(entropy [T, L] float64 nats, generated ids [T], residuals [T, L, d] or None)``."""
-    enc = encode_prompts(tokenizer, [prompt], device=lens.device)
+                      temperature: float = 1.0, keep_residuals: bool = False, prepend_bos="auto"):
+    """Returns ``(entropy [T, L] float64 nats, generated ids [T], residuals [T, L, d] or None)``.
+
+    ``prepend_bos="auto"`` prepends BOS where TransformerLens did (the original ran on it)."""
+    enc = encode_prompts(tokenizer, [prompt], prepend_bos=resolve_prepend_bos(prepend_bos, model), device=lens.device)
     ids = enc["input_ids"]
     ents, toks, res = [], [], []
     with torch.no_grad():

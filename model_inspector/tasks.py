@@ -124,28 +124,58 @@ def mmlu_samples(rows, prompt_type: str = "base", max_chars: int = MAX_MMLU_QUES
     return out, skipped
 
 
+_L = r"[A-D]"
+# A letter that stands alone: not part of a word ("Dog"), an abbreviation ("A.D.", "U.S.") or a
+# hyphenated name ("B-cell"), and not an elision ("A's").
+_ALONE = r"(?![\w'’\-])(?!\.\w)"
+#: Mentions that name a letter as *not* the answer; removed before the search.
+_NEGATED = re.compile(
+    r"\b(?:not|isn't|is\s+not|neither|nor|except|rather\s+than|instead\s+of)\s+(?:option\s+|choice\s+)?"
+    r"[\(\[]?[A-Da-d][\)\]]?" + _ALONE, re.IGNORECASE)
+#: "not A but C" names C (searched before the negated mentions are removed).
+_NOT_BUT = re.compile(r"\bnot\s+(?:option\s+|choice\s+)?[\(\[]?[A-Da-d][\)\]]?\s*,?\s+but\s+(?:option\s+|choice\s+)?"
+                      r"[\(\[]?(" + _L + r")" + _ALONE)
+#: The patterns, most explicit first; the first that matches gives the letter.
 _LETTER_PATTERNS = [
-    # "Answer: C", "The correct answer is D", "answer is (b)", "correct option: **A**"
-    re.compile(r"(?:answer|option|choice)\s*(?:is|would be|:)?\s*[:\-]?\s*[\(\[]?\**\s*([A-Da-d])(?![A-Za-z])"),
-    re.compile(r"\*\*\s*\(?([A-D])\)?\s*[.):]?\s*\*\*"),  # **B**, **(B)**
-    re.compile(r"\(([A-Da-d])\)"),  # (A)
-    re.compile(r"^\s*([A-D])(?:\s*$|\s*[.):,]|\s)"),  # "B", "B. text", "B) text" at the start
-    re.compile(r"^\s*([a-d])\s*[.):]?\s*$"),  # a lone lower-case letter
-    re.compile(r"(?<![A-Za-z'])([A-D])(?![A-Za-z'])"),  # any standalone capital A-D
+    # "Answer: C", "the correct answer is D", "Option (b)", "choice: A."; a lower-case letter only
+    # bracketed or closed by ) . : or the end ("the answer is a good one" is an article)
+    re.compile(r"\b(?i:answer|option|choice)s?\b\s*(?:is|would\s+be|should\s+be|must\s+be|=)?\s*:?\s*"
+               r"(?:[\(\[]\s*([A-Da-d])\s*[\)\]]|(" + _L + r")" + _ALONE + r"|([a-d])(?=\s*(?:[):\]]|\.(?!\w)|$)))"),
+    # a letter in brackets: "(B)", "[c]"
+    re.compile(r"[\(\[]\s*([A-Da-d])\s*[\)\]]"),
+    # a letter opening a line (after list numbering "1. " if any), closed by . ) : , or the line's
+    # end: "B", "B. 4", "a) 2", "C: yes", "1. C. Social policies"
+    re.compile(r"^\s*(?:\d+[.)]\s+)?(" + _L + r")(?=\s*(?:[):,]|\.(?!\w)|$))", re.MULTILINE),
+    re.compile(r"^\s*(?:\d+[.)]\s+)?([a-d])(?=\s*(?:[):]|\.(?!\w)|$))", re.MULTILINE),
+    # a verb of choosing and a letter: "I think it is b", "I would choose C", "pick option D because"
+    re.compile(r"\b(?:is|be|it's|choose|chose|pick|select|go\s+with)\s+(?i:option\s+|choice\s+)?"
+               r"(?:(" + _L + r")" + _ALONE + r"|([a-d])(?=\s*(?:[!,;:)]|\.(?!\w)|$)))"),
+    # a capital letter called right: "B is correct", "C is the answer"
+    re.compile(r"\b(" + _L + r")\s+(?:is|was|would\s+be)\s+(?:the\s+)?(?:correct|right|true|best|answer)\b"),
 ]
 
 
 def extract_letter(text: str) -> str | None:
     """The answer letter (A-D, upper case) in a model's *generated* text, or ``None``.
 
-    Tries, in order: an explicit "answer/option is X", bold ``**X**``, ``(X)``, a letter at the
-    start (``B``, ``B.``, ``B)``), then any standalone capital A-D."""
+    The patterns, in order (markdown ``*`` removed first, negated mentions such as "not A" or
+    "neither A nor B" ignored): an answer/option/choice phrase followed by a standalone letter; a
+    bracketed letter ``(B)``; a letter opening a line (after list numbering such as
+    ``1.``) and closed by ``.``, ``)``, ``:``, ``,`` or
+    the line's end; a verb of choosing followed by a letter ("it is b", "choose C"); "X is
+    correct". Never an article ("a good one", "A group of..."), a letter inside a word or an
+    abbreviation ("Vitamin D deficiency", "1 A.D.")."""
     if not text:
         return None
+    text = text.replace("*", "")
+    m = _NOT_BUT.search(text)
+    if m:
+        return m.group(1)
+    text = _NEGATED.sub(" ", text)
     for pat in _LETTER_PATTERNS:
         m = pat.search(text)
         if m:
-            return m.group(1).upper()
+            return next(g for g in m.groups() if g).upper()
     return None
 
 

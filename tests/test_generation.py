@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from model_inspector import ModelInspector
-from model_inspector.generation import batch_seed, encode_prompts
+from model_inspector.generation import batch_seed
 from model_inspector.reference import reference_profile
 from tiny_models import tiny_model
 
@@ -38,7 +38,7 @@ def test_cached_equals_uncached_original(mi, tok):
 def test_greedy_text_equals_model_generate(mi, tok):
     prof = mi.profile(PROMPTS, max_len=6, batch_size=4)
     for i, p in enumerate(PROMPTS):
-        enc = encode_prompts(tok, [p])
+        enc = mi.encode([p])
         out = mi.model.generate(**enc, max_new_tokens=6, do_sample=False, pad_token_id=0, eos_token_id=None)
         assert out[0, enc["input_ids"].shape[1]:].tolist() == prof.token_ids[i].tolist()
         assert tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True) == prof.texts[i]
@@ -46,7 +46,7 @@ def test_greedy_text_equals_model_generate(mi, tok):
 
 def test_last_layer_is_model_output_entropy(mi, tok):
     prof = mi.profile(PROMPTS[:1], max_len=4)
-    enc = encode_prompts(tok, PROMPTS[:1])
+    enc = mi.encode(PROMPTS[:1])
     ids = torch.cat([enc["input_ids"], torch.as_tensor(prof.token_ids)], 1)
     with torch.no_grad():
         logits = mi.model(input_ids=ids).logits[0, enc["input_ids"].shape[1] - 1 : -1].double()

@@ -34,9 +34,7 @@ def test_every_layer_exact(arch, tok):
     mi = ModelInspector(model, tok)
     assert mi.lens.check_deviation <= 1e-4
     pp = mi.profile_prompt(PROMPTS, metrics=["shannon"])
-    from model_inspector.generation import encode_prompts
-
-    enc = encode_prompts(tok, PROMPTS)
+    enc = mi.encode(PROMPTS)
     mask = enc["attention_mask"].bool()
     worst = 0.0
     for layer in range(mi.n_layers):
@@ -54,11 +52,53 @@ def test_softcap_is_applied(tok):
     assert lens.logits(resid).abs().max() <= 2.0 + 1e-5
 
 
-def test_post_head_scales_from_config(tok):
+def test_config_hint_that_the_model_does_not_apply_is_ignored(tok):
     model = tiny_model("llama")
-    model.config.logits_scaling = 4.0  # Granite-style: the lens must divide; the model does not -> mismatch
-    with pytest.raises(LensResolutionError, match="does not reproduce"):
-        LogitLens(model)
+    model.config.logits_scaling = 4.0  # a Granite-style hint the model's forward does not apply
+    lens = LogitLens(model)
+    assert lens.post_head == [] and lens.check_deviation <= 1e-4
+
+
+def _patched_logits(model, fn):
+    orig_forward = model.forward
+
+    def forward(*a, **k):
+        out = orig_forward(*a, **k)
+        out.logits = fn(out.logits)
+        return out
+
+    model.forward = forward
+    return model
+
+
+@pytest.mark.parametrize("fn, name", [
+    (lambda x: x * 3.0, "scale(3)"),
+    (lambda x: 7.0 * torch.tanh(x / 7.0), "softcap(7)"),
+    (lambda x: 5.0 * torch.tanh(x * 0.5), "5*tanh(0.5*x)"),  # a scale of 2.5 before a soft-cap of 5
+])
+def test_logit_transform_is_discovered_without_a_config_name(fn, name, tok):
+    model = _patched_logits(tiny_model("llama"), fn)
+    lens = LogitLens(model)
+    assert lens.post_head == [name]
+    resid = torch.randn(3, 5, lens.d_model) * 40  # far beyond the probe's logits
+    with torch.no_grad():
+        want = fn(model.lm_head(model.model.norm(resid)))
+    torch.testing.assert_close(lens.logits(resid), want, atol=1e-4, rtol=1e-5)
+
+
+def test_recurrent_gemma_soft_cap_is_found(tok):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.for_model("recurrent_gemma", vocab_size=100, hidden_size=32, num_hidden_layers=3,
+                               num_attention_heads=4, intermediate_size=64, lru_width=32, attention_window_size=16,
+                               head_dim=8, block_types=["recurrent", "attention", "recurrent"], logits_soft_cap=3.0,
+                               bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    mi = ModelInspector(model, tok)
+    assert mi.lens.post_head == ["softcap(3)"] and mi.lens.check_deviation <= 1e-4
+    prof = mi.profile(["abc"], max_len=3)
+    assert np.isfinite(prof.entropy).all() and prof.entropy.shape == (1, 3, 3)
 
 
 def test_opt_project_out_is_resolved():
@@ -74,25 +114,8 @@ def test_unresolvable_blocks_error():
 
 
 def test_unknown_transform_is_caught():
-    model = tiny_model("llama")
-
-    class Scaled(nn.Module):  # a head whose output the model rescales in code we do not know
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x):
-            return self.inner(x)
-
-    orig_forward = model.forward
-
-    def forward(*a, **k):
-        out = orig_forward(*a, **k)
-        out.logits = out.logits * 3.0
-        return out
-
-    model.forward = forward
-    with pytest.raises(LensResolutionError, match="unrecognised transform"):
+    model = _patched_logits(tiny_model("llama"), lambda x: x ** 3)  # not elementwise-affine nor a soft-cap
+    with pytest.raises(LensResolutionError, match="none of identity, scale or soft-cap"):
         LogitLens(model)
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from model_inspector.metrics import (
+    parse_metrics,
     kl_divergence,
     metrics_from_logits,
     parse_metric,
@@ -143,3 +144,79 @@ def test_windows():
     y = x.copy()
     y[8:] = np.nan  # tokens after an early stop are ignored
     np.testing.assert_allclose(window_mean(y, 1)[0, 0], 3.5)
+
+
+def _renyi64(logits, a):
+    """Rényi entropy in float64; for |a - 1| < 1e-5 the cumulant series H - t var/2 + t^2 k3/6 (t = a - 1),
+    where the direct formula itself loses digits."""
+    logp = torch.log_softmax(logits.double(), -1)
+    p = logp.exp()
+    t = a - 1
+    if abs(t) < 1e-5:
+        h = -(p * logp).sum(-1)
+        mu = -h
+        var = (p * (logp - mu[..., None]) ** 2).sum(-1)
+        k3 = (p * (logp - mu[..., None]) ** 3).sum(-1)
+        return h - t * var / 2 - t**2 * k3 / 6
+    return torch.logsumexp(a * logp, -1) / (1 - a)
+
+
+@pytest.mark.parametrize("alpha", [0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999, 0.999999, 1 - 1e-7, 1 - 1e-9, 1 + 1e-9,
+                                   1 + 1e-7, 1.000001, 1.00001, 1.0001, 1.001, 1.01, 1.09, 1.1, 1.5, 2.0])
+def test_renyi_near_one_is_stable(alpha):
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(6, 5000, generator=g) * torch.tensor([0.5, 2, 4, 8, 12, 20])[:, None]
+    key = parse_metric(("renyi", alpha)).key
+    got = metrics_from_logits(x, [("renyi", alpha)], budget_bytes=6 * 700 * 20)[key]
+    want = _renyi64(x, alpha)
+    err = float((got.double() - want).abs().max())
+    assert err < 1e-4, f"alpha={alpha!r}: {err:.2e} nats from float64"
+
+
+def test_metric_keys_are_exact_and_unique():
+    a, b = parse_metric("renyi:0.1234561"), parse_metric("renyi:0.1234562")
+    assert a.key == "renyi_0.1234561" and b.key == "renyi_0.1234562"
+    assert [m.key for m in parse_metrics(["renyi:0.5", "renyi:2", "renyi:inf", "moment:3"])] == [
+        "renyi_0.5", "renyi_2", "renyi_inf", "moment_3"]
+    got = metrics_from_logits(torch.randn(2, 50), ["renyi:0.1234561", "renyi:0.1234562"])
+    assert set(got) == {"renyi_0.1234561", "renyi_0.1234562"}
+    assert len(parse_metrics(["shannon", "renyi:1", "entropy"])) == 1  # one metric named three ways
+
+
+def test_two_metrics_with_one_key_are_refused(monkeypatch):
+    from model_inspector.metrics import Metric
+
+    monkeypatch.setattr(Metric, "key", property(lambda self: "same"))
+    with pytest.raises(ValueError, match="share the results key 'same'"):
+        parse_metrics(["renyi:0.5", "renyi:2"])
+
+
+def _nucleus64(logits, top_p):
+    logp = torch.log_softmax(logits.double(), -1)
+    srt, _ = logp.sort(-1, descending=True)
+    p = srt.exp()
+    cum = p.cumsum(-1)
+    n = (cum < top_p - 1e-12).sum(-1, keepdim=True) + 1  # smallest prefix whose mass reaches top_p
+    keep = torch.arange(p.shape[-1]) < n
+    mass = torch.where(keep, p, 0).sum(-1)
+    q = torch.where(keep, p / mass[..., None], 0)
+    return -(torch.where(keep, q * q.clamp_min(1e-300).log(), 0)).sum(-1)
+
+
+@pytest.mark.parametrize("top_p", [0.1, 0.5, 0.9, 0.99, 1.0])
+def test_nucleus_entropy_matches_a_full_sort(top_p):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(8, 3000, generator=g) * torch.tensor([0.1, 0.5, 1, 2, 4, 8, 16, 40])[:, None]
+    x[0, :7] = 30.0  # seven equal tokens hold nearly all the mass: ties at the crossing
+    key = parse_metric(f"entropy_top_p:{top_p}").key
+    got = metrics_from_logits(x, [f"entropy_top_p:{top_p}"], budget_bytes=8 * 500 * 20)[key]
+    np.testing.assert_allclose(got.numpy(), _nucleus64(x, top_p).numpy(), atol=1e-4)
+    full = metrics_from_logits(x, ["shannon"])["entropy"]
+    assert (got <= full + 1e-4).all()
+
+
+def test_thresholded_entropy_is_usually_inactive():
+    """The paper's threshold mean(p) - std(p) is negative for peaked p: nothing is removed."""
+    x = torch.randn(4, 2000) * 6
+    got = metrics_from_logits(x, ["shannon", "entropy_thresholded"])
+    np.testing.assert_allclose(got["entropy_thresholded"].numpy(), got["entropy"].numpy(), atol=1e-5)

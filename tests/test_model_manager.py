@@ -14,6 +14,7 @@ from model_manager import (
     ModelNotFoundError,
     ModelTableUpdateError,
     get_model_list,
+    get_model_names,
     load_model,
     pick_dtype,
     resolve_name,
@@ -81,16 +82,35 @@ def test_missing_model_cli_is_one_line(tmp_path):
 
 
 def test_model_table_filters():
-    assert get_model_list(model_families=["gpt2"]) == ["gpt2-small", "gpt2-medium", "gpt2-large", "gpt2-xl"]
-    small = get_model_list(max_size=1)
+    assert get_model_names(model_families=["gpt2"]) == ["gpt2-small", "gpt2-medium", "gpt2-large", "gpt2-xl"]
+    small = get_model_names(max_size=1)
     assert "gpt2-small" in small and "gpt2-xl" not in small and "pythia-1b" in small
-    everything = get_model_list(max_size=100)
-    assert "gemma-2-27b" in everything and "gemma-2-27b" not in get_model_list()
+    everything = get_model_names(max_size=100)
+    assert "gemma-2-27b" in everything and "gemma-2-27b" not in get_model_names()
     table = model_manager.read_model_table()
-    for col in ("alias", "hf_id", "family", "n_layers", "d_model", "d_vocab", "n_params", "size_b"):
+    for col in ("alias", "hf_id", "family", "paper_family", "n_layers", "d_model", "d_vocab", "n_params", "size_b"):
         assert col in table
-    assert set(model_manager.MODEL_FAMILIES) <= set(table["family"])
     assert {"smollm2-135m-instruct", "gemma-3-270m"} <= set(table["alias"])
+
+
+def test_get_model_list_is_the_originals_dataframe():
+    df = get_model_list()
+    for col in ("model", "model_family", "model_size", "n_params.as_str", "cfg.n_layers", "cfg.d_model", "cfg.d_vocab"):
+        assert col in df.columns
+    assert list(df.model) == get_model_names() and "gpt2-small" in set(df.model)
+    row = df.set_index("model").loc["gpt2-xl"]
+    assert row.model_family == "gpt2" and row.model_size == 1.558 and row["n_params.as_str"] == "1.6B"
+    assert row["cfg.n_layers"] == 48 and row["cfg.d_vocab"] == 50257
+    assert df.set_index("model").loc["gpt2-small", "n_params.as_str"] == "124M"
+    # every family name of the original matches models; meta = the meta-llama models
+    for fam in model_manager.MODEL_FAMILIES:
+        assert len(get_model_list(model_families=[fam], max_size=100)), fam
+    meta = get_model_list(model_families=["meta"], max_size=100)
+    assert set(meta.model) == {m for m in model_manager.read_model_table().alias if m.startswith("llama-3")}
+    # the paper's four clustering families
+    paper = ["gpt2-small", "gpt2-xl", "llama-3.2-1b-instruct", "llama-3-8b-instruct", "gemma-2-2b-it", "qwen3-8b"]
+    fams = get_model_list(max_size=100).set_index("model").loc[paper, "paper_family"]
+    assert list(fams) == ["gpt2", "gpt2", "llama", "llama", "gemma", "qwen"]
 
 
 def test_model_table_update_offline_keeps_file(no_network):

@@ -53,6 +53,7 @@ def test_notebook_executes(tmp_path):
                 os.environ[k] = v
     out = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "silhouette" in out and "k-NN family accuracy" in out
+    assert "zero-padded (the paper's setting)" in out and "interpolated to relative depth (ours)" in out
     for name in ("family_profiles.png", "family_profiles.pdf", "family_tsne.png", "token_heatmap.png"):
         assert (tmp_path / "plots" / name).stat().st_size > 3000
     cached = sorted(p.name for p in (tmp_path / "cache").iterdir())

@@ -69,13 +69,47 @@ def test_mmlu_samples_skip_long_questions():
     assert skipped == 1 and len(samples) == 1 and samples[0].labels["answer"] == "C"
 
 
-@pytest.mark.parametrize("text, want", [
+#: (generated text, expected letter or None): the extractor's contract, one phrasing a row.
+LETTER_CASES = [
+    # the earlier cases
     ("B", "B"), (" B", "B"), ("Answer: C", "C"), ("The correct answer is D", "D"), ("(A)", "A"),
     ("**B**", "B"), ("**B. 4**", "B"), ("b", "B"), ("the answer is c.", "C"), ("C. 3\nD. 4", "C"),
     ("I think it's (d) because", "D"), ("Option A is right", "A"), ("answer: (b)", "B"), ("A) 1", "A"),
     ("The answer is: B. 2", "B"), ("\n\nD", "D"), ("", None), ("I do not know", None), ("maybe", None),
     ("Because of the anatomy", None),
-])
+    # false positives of the first extractor (issue 13)
+    ("The answer is a good one", None), ("A group of order 4 is cyclic", None), ("Vitamin D deficiency", None),
+    ("The answer is not A but C", "C"), ("Neither A nor B", None), ("In 1 A.D. the empire fell", None),
+    # misses of the first extractor
+    ("a) 2", "A"), ("I think it is b", "B"),
+    # explicit answer phrases
+    ("Answer: A", "A"), ("answer: d", "D"), ("ANSWER: C", "C"), ("The answer is B.", "B"),
+    ("The correct option is (C).", "C"), ("Correct choice: D", "D"), ("The answer would be A", "A"),
+    ("My answer is [b]", "B"), ("The right answer is option B", "B"), ("Answer = C", "C"),
+    ("So the answer is D, since 4 is even", "D"), ("The answer is A. 2", "A"), ("answer is b)", "B"),
+    # letters opening a line
+    ("C", "C"), ("D.", "D"), ("A: 12", "A"), ("B, because it is even", "B"), ("c. 5", "C"), ("d)", "D"),
+    ("  A.", "A"), ("Explanation first.\nB. 4", "B"), ("\nC) the cell wall", "C"),
+    # bracketed and bold
+    ("It must be (B).", "B"), ("[D]", "D"), ("**C**: 7", "C"), ("I pick **(a)**", "A"),
+    # verbs of choosing
+    ("I would choose C", "C"), ("I choose option D because it fits", "D"), ("Let's go with B.", "B"),
+    ("It is a.", "A"), ("B is correct", "B"), ("C is the answer.", "C"), ("I pick A", "A"),
+    # negations
+    ("Not B. The answer is D", "D"), ("The answer is not C", None), ("It is D rather than A", "D"),
+    # articles, words and abbreviations are not answers
+    ("A cat sat on the mat", None), ("a dog", None), ("The U.S.A. is large", None), ("Dogs bark", None),
+    ("It is a long story", None), ("Call me at 5 p.m.", None), ("B-cells make antibodies", None),
+    ("A's are good grades", None), ("He got a B in the course", None), ("Apple", None),
+    ("Vitamin C is water soluble", None), ("The mean is 5.2", None), ("Type A blood", None),
+    ("1. 2\n2. 3", None), ("The option you choose matters", None),
+    # numbered lists, as SmolLM2 answers
+    ("1. C. Social policies, Social", "C"), ("1. A.\n\nThe answer", "A"), ("1. A decline in investment.", None),
+    ("2) b) the cell", "B"),
+]
+
+
+@pytest.mark.parametrize("text, want", LETTER_CASES)
 def test_extract_letter(text, want):
     assert extract_letter(text) == want
 

@@ -1,0 +1,326 @@
+"""Per-architecture knowledge, in one place, found from the model itself wherever possible.
+
+* :func:`find_blocks` — the decoder blocks: the ``nn.ModuleList`` of length ``num_hidden_layers``.
+* :func:`discover_logit_transform` — the elementwise map the model's forward applies to its head's
+  output (Gemma-2 soft-capping, Cohere/Granite scaling...), identified by feeding the head's output
+  a known ramp of values during one forward pass and fitting identity, scale or ``A·tanh(B·x)``.
+  Config names (``final_logit_softcapping``, ``logits_soft_cap``, ``logit_scale``...) are only a
+  hint: a hint that reproduces the observed map gives the exact constants.
+* :func:`find_residual_writers` — the modules whose outputs the block *adds to the residual
+  stream* for attention and MLP (TransformerLens ``hook_attn_out`` / ``hook_mlp_out``), found by
+  tracing one forward of a block and checking ``out = in + attn + mlp``.
+* :data:`PREPEND_BOS` / :func:`default_prepend_bos` — the BOS policy TransformerLens applied.
+* :func:`first_tensor` — the hidden state inside a module output (tensor, tuple or ModelOutput).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["find_blocks", "text_config", "first_tensor", "discover_logit_transform", "hinted_logit_transforms",
+           "find_residual_writers", "PREPEND_BOS", "BOS_POLICIES", "default_prepend_bos", "resolve_prepend_bos",
+           "ATTENTION_NAMES", "MLP_NAMES", "LensResolutionError"]
+
+
+class LensResolutionError(RuntimeError):
+    """The lens could not be resolved, or does not reproduce the model's own logits."""
+
+
+def text_config(model: nn.Module):
+    cfg = model.config
+    get = getattr(cfg, "get_text_config", None)
+    return get() if callable(get) else cfg
+
+
+def first_tensor(out):
+    """The hidden state in a module's output: the tensor itself, the first element of a tuple, or
+    ``last_hidden_state``."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    hs = getattr(out, "last_hidden_state", None)
+    if isinstance(hs, torch.Tensor):
+        return hs
+    raise LensResolutionError(f"cannot read a hidden state from a module output of type {type(out).__name__}")
+
+
+# ----------------------------------------------------------------------------- blocks
+#: Module-name fragments of non-text towers, never taken for the decoder blocks.
+NON_TEXT = ("vision", "visual", "audio", "image", "encoder.")
+
+
+def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The decoder blocks: the ``ModuleList`` of length ``num_hidden_layers`` (shortest path wins)."""
+    n = getattr(text_config(model), "num_hidden_layers", None)
+    if n is None:
+        raise LensResolutionError(
+            f"{type(model).__name__}: the config has no num_hidden_layers, so the decoder blocks cannot be found"
+        )
+    found = [
+        (name, mod)
+        for name, mod in model.named_modules()
+        if isinstance(mod, nn.ModuleList) and len(mod) == n and not any(k in name for k in NON_TEXT)
+    ]
+    if not found:
+        raise LensResolutionError(
+            f"{type(model).__name__}: no nn.ModuleList of length num_hidden_layers={n} was found "
+            "(the decoder blocks could not be resolved)"
+        )
+    found.sort(key=lambda nm: (nm[0].count("."), len(nm[0])))
+    return found[0]
+
+
+# ----------------------------------------------------------------------------- logit transforms
+Transform = tuple[str, Callable[[torch.Tensor], torch.Tensor]]
+
+
+def _num(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def hinted_logit_transforms(cfg) -> list[Transform]:
+    """Transforms named by config fields (hints, checked against the observed map)."""
+    out: list[Transform] = []
+    for name in ("final_logit_softcapping", "logits_soft_cap", "logit_softcapping"):
+        cap = getattr(cfg, name, None)
+        if isinstance(cap, (int, float)) and cap:
+            cap = float(cap)
+            out.append((f"softcap({_num(cap)})", lambda x, c=cap: c * torch.tanh(x / c)))
+            break
+    scale = getattr(cfg, "logit_scale", None)  # Cohere: logits * logit_scale
+    if isinstance(scale, (int, float)) and scale != 1:
+        out.append((f"scale({_num(scale)})", lambda x, s=float(scale): x * s))
+    div = getattr(cfg, "logits_scaling", None)  # Granite: logits / logits_scaling
+    if isinstance(div, (int, float)) and div != 1:
+        out.append((f"divide({_num(div)})", lambda x, d=float(div): x / d))
+    mult = getattr(cfg, "lm_head_multiplier", None)  # Falcon-H1
+    if isinstance(mult, (int, float)) and mult != 1:
+        out.append((f"scale({_num(mult)})", lambda x, s=float(mult): x * s))
+    return out
+
+
+def _apply(transforms: list[Transform], x: torch.Tensor) -> torch.Tensor:
+    for _, fn in transforms:
+        x = fn(x)
+    return x
+
+
+def _fit_tanh(h, y):
+    """Least-squares ``y = A tanh(B h)`` (float64 numpy arrays); returns ``(A, B)`` or None."""
+    import numpy as np
+    from scipy.optimize import least_squares
+
+    a0 = float(np.abs(y).max())
+    if not a0 > 0:
+        return None
+    small = np.abs(h) <= np.quantile(np.abs(h), 0.05) + 1e-12
+    slope = float((h[small] @ y[small]) / max(1e-300, h[small] @ h[small]))
+    if not slope > 0:
+        return None
+    x0 = np.log([a0 * 1.001, slope / (a0 * 1.001)])
+    res = least_squares(lambda p: np.exp(p[0]) * np.tanh(np.exp(p[1]) * h) - y, x0, xtol=1e-15, ftol=1e-15,
+                        gtol=1e-15, max_nfev=2000)
+    return float(np.exp(res.x[0])), float(np.exp(res.x[1]))
+
+
+#: Half-width of the ramp of values fed to the head's output when the transform is discovered.
+PROBE_RANGE = 400.0
+
+
+def discover_logit_transform(model: nn.Module, head: nn.Module, inputs: dict) -> list[Transform]:
+    """The elementwise map from the head's output to the model's logits.
+
+    One forward pass in which the head's output is replaced by a ramp over
+    ``[-PROBE_RANGE, PROBE_RANGE]``; the logits the model returns are then ``f(ramp)``. ``f`` is
+    identified as the identity, a scale, or ``A·tanh(B·x)`` (soft-capping, with a scale before or
+    after it); the config's named transforms are used when they reproduce it. Raises
+    :class:`LensResolutionError` when none fits (the message gives the best deviation)."""
+    import numpy as np
+
+    seen = {}
+
+    def hook(_mod, _args, out):
+        t = first_tensor(out)
+        ramp = torch.linspace(-PROBE_RANGE, PROBE_RANGE, t.numel(), dtype=torch.float64)
+        ramp = ramp.reshape(t.shape).to(device=t.device, dtype=t.dtype)
+        seen["h"] = ramp
+        return ramp if isinstance(out, torch.Tensor) else (ramp,) + tuple(out[1:])
+
+    handle = head.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            logits = model(**inputs, use_cache=False).logits
+    except Exception as exc:  # noqa: BLE001 - reported with context
+        raise LensResolutionError(f"{type(model).__name__}: probe forward pass failed: {exc}") from exc
+    finally:
+        handle.remove()
+    name = type(model).__name__
+    if "h" not in seen or seen["h"].shape != logits.shape:
+        raise LensResolutionError(f"{name}: the model's logits are not an elementwise map of its head's output "
+                                  f"(head output {tuple(seen['h'].shape) if 'h' in seen else 'never produced'}, "
+                                  f"logits {tuple(logits.shape)})")
+    h = seen["h"].double().flatten()
+    y = logits.double().flatten()
+    half = seen["h"].dtype not in (torch.float32, torch.float64)
+    tol = (2e-2 if half else 1e-4) * max(1.0, float(y.abs().max()))
+
+    def dev(transforms):
+        return float((_apply(transforms, h) - y).abs().max())
+
+    hints = hinted_logit_transforms(text_config(model))
+    if hints and dev(hints) <= tol:
+        return hints
+    if dev([]) <= tol:
+        return []
+    best = dev([])
+    c = float((h @ y) / (h @ h))
+    scale = [(f"scale({_num(c)})", lambda x, s=c: x * s)]
+    if dev(scale) <= tol:
+        return scale
+    best = min(best, dev(scale))
+    fit = _fit_tanh(h.cpu().numpy(), y.cpu().numpy())
+    if fit is not None:
+        a, b = fit
+        if abs(a * b - 1) < 1e-6:
+            cand = [(f"softcap({_num(a)})", lambda x, c=a: c * torch.tanh(x / c))]
+        else:
+            cand = [(f"{_num(a)}*tanh({_num(b)}*x)", lambda x, a=a, b=b: a * torch.tanh(x * b))]
+        if dev(cand) <= tol:
+            return cand
+        best = min(best, dev(cand))
+    raise LensResolutionError(
+        f"{name}: the map from the head's output to the logits is none of identity, scale or soft-cap "
+        f"A*tanh(B*x) (best max |diff| {best:.3g} on a ramp over ±{PROBE_RANGE:g}"
+        f"{'; config hints: ' + ', '.join(n for n, _ in hints) if hints else ''}); "
+        "pass the transform explicitly: LogitLens(model, transforms=[(name, fn)])"
+    )
+
+
+# ----------------------------------------------------------------------------- residual writers
+#: Names of the attention and MLP submodules of a block (the first that exists is used).
+ATTENTION_NAMES = ("self_attn", "attn", "attention", "self_attention", "temporal_block")
+MLP_NAMES = ("mlp", "feed_forward", "ffn", "block_sparse_moe", "mlp_block", "fc2")
+
+
+def _child(block: nn.Module, names) -> str | None:
+    return next((n for n in names if isinstance(getattr(block, n, None), nn.Module)), None)
+
+
+def find_residual_writers(block: nn.Module, run_forward: Callable[[], object]) -> dict[str, str]:
+    """``{"hook_attn_out": name, "hook_mlp_out": name}``: the modules (names relative to ``block``)
+    whose outputs the block adds to its residual stream, as TransformerLens means those hooks.
+
+    ``run_forward()`` runs the model once (the block must be called exactly once). Candidates on
+    each side: the attention (MLP) module, the modules that run after it and before the other side
+    (sandwich post-norms such as Gemma's ``post_attention_layernorm``), then its descendants (Bloom's
+    ``dense``, whose parent also adds the residual). The pair kept is the first for which
+    ``block output = block input + attention part + MLP part`` (sequential and parallel blocks
+    alike). Raises :class:`LensResolutionError` when no pair reproduces the block."""
+    attn, mlp = _child(block, ATTENTION_NAMES), _child(block, MLP_NAMES)
+    if attn is None or mlp is None:
+        raise LensResolutionError(f"{type(block).__name__}: no attention ({', '.join(ATTENTION_NAMES)}) or MLP "
+                                  f"({', '.join(MLP_NAMES)}) submodule")
+    events: list[tuple[str, str]] = []
+    outs: dict[str, list] = {}
+    io: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def block_pre(_m, args, kwargs):
+        x = args[0] if args else kwargs.get("hidden_states")
+        io["in"] = x.detach().clone()
+
+    def block_post(_m, _a, out):
+        io["out"] = first_tensor(out).detach().clone()
+
+    handles.append(block.register_forward_pre_hook(block_pre, with_kwargs=True))
+    handles.append(block.register_forward_hook(block_post))
+    for name, mod in block.named_modules():
+        if not name:
+            continue
+
+        def pre(_m, _a, n=name):
+            events.append(("start", n))
+
+        def post(_m, _a, out, n=name):
+            events.append(("end", n))
+            try:
+                t = first_tensor(out)
+                outs.setdefault(n, []).append(t.detach().clone())
+            except LensResolutionError:
+                outs.setdefault(n, []).append(None)
+
+        handles += [mod.register_forward_pre_hook(pre), mod.register_forward_hook(post)]
+    try:
+        with torch.no_grad():
+            run_forward()
+    finally:
+        for h in handles:
+            h.remove()
+    if "in" not in io or "out" not in io:
+        raise LensResolutionError(f"{type(block).__name__}: the block was not run by the probe forward")
+    x, y = io["in"].double(), io["out"].double()
+
+    def at(kind, name):
+        return next(i for i, e in enumerate(events) if e == (kind, name))
+
+    def side(own: str, other: str) -> list[str]:
+        end_own, start_other = at("end", own), at("start", other)
+        stop = start_other if start_other > end_own else len(events)
+        after = [n for k, n in events[end_own:stop] if k == "start" and "." not in n]  # the block's children
+        inner = [n for n, _ in block.get_submodule(own).named_modules(prefix=own) if n != own]
+        names = [own] + after + inner
+        return [n for n in dict.fromkeys(names)
+                if len(outs.get(n, [])) == 1 and outs[n][0] is not None and outs[n][0].numel() == x.numel()]
+
+    tol = 1e-4 * (1.0 + float(y.abs().max()))
+    for a in side(attn, mlp):
+        for m in side(mlp, attn):
+            parts = outs[a][0].double().reshape(x.shape) + outs[m][0].double().reshape(x.shape)  # OPT: fc2 is [b*s, d]
+            if float((x + parts - y).abs().max()) <= tol:
+                return {"hook_attn_out": a, "hook_mlp_out": m}
+    raise LensResolutionError(
+        f"{type(block).__name__}: no attention/MLP outputs add up to the block's output (block input + "
+        f"{attn} part + {mlp} part); this block's residual writers cannot be found"
+    )
+
+
+# ----------------------------------------------------------------------------- BOS policy
+#: The policies of ``prepend_bos``: ``auto`` (what TransformerLens did for the model's family),
+#: ``always``, ``never``.
+BOS_POLICIES = ("auto", "always", "never")
+
+#: ``model_type`` prefix -> whether TransformerLens prepends BOS by default
+#: (``HookedTransformerConfig.default_prepend_bos``). TransformerLens's default is True; its
+#: adapters set it False for GPT-NeoX/Pythia, Bloom and Qwen. Longest matching prefix wins;
+#: anything not listed gets the default, True.
+PREPEND_BOS: dict[str, bool] = {
+    "gpt_neox": False,
+    "bloom": False,
+    "qwen": False,
+}
+
+
+def default_prepend_bos(model_or_config) -> bool:
+    """TransformerLens's ``default_prepend_bos`` for this model's ``model_type`` (see
+    :data:`PREPEND_BOS`)."""
+    cfg = getattr(model_or_config, "config", model_or_config)
+    get = getattr(cfg, "get_text_config", None)
+    cfg = get() if callable(get) else cfg
+    model_type = str(getattr(cfg, "model_type", "") or "")
+    hits = [p for p in PREPEND_BOS if model_type.startswith(p)]
+    return PREPEND_BOS[max(hits, key=len)] if hits else True
+
+
+def resolve_prepend_bos(policy, model_or_config) -> bool:
+    """``auto`` / ``always`` / ``never`` (or a bool) -> whether to prepend BOS for this model."""
+    if isinstance(policy, bool):
+        return policy
+    if policy not in BOS_POLICIES:
+        raise ValueError(f"prepend_bos must be one of {', '.join(BOS_POLICIES)} (got {policy!r})")
+    if policy == "auto":
+        return default_prepend_bos(model_or_config)
+    return policy == "always"
