@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model_inspector.experiment import preflight_output
 from model_inspector.cli import positive_int, run_main
 from model_inspector.evaluation import evaluate_knn
 from model_inspector.formats import read_formats_table
@@ -33,7 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-size", dest="test_size", type=float, default=0.2, help="split report test share (default: 0.2)")
     p.add_argument("--random-state", dest="random_state", type=int, default=42, help="CV and split seed (default: 42)")
     p.add_argument("--json", default=None, help="write {alpha: {k: {cv_accuracy_mean, ...}}} here")
-    p.add_argument("--plots", default=None, help="folder for confusion matrices (default: beside the data file)")
+    p.add_argument("--plots", default=None, help="folder for confusion matrices (default: OUT_DIR, else plots/ beside "
+                                                 "the data file)")
+    p.add_argument("--out_dir", default=None, help="folder for every output: confusion matrices and, with a relative "
+                                                   "--json, the summary (default: beside the data file)")
     return p
 
 
@@ -71,7 +75,11 @@ def main() -> int:
     missing = [a for a in alphas if not np.isclose(available, a).any()]
     if missing:
         raise ValueError(f"alpha {', '.join(map(str, missing))} not in {args.data} (it has {', '.join(map(str, available))})")
-    plots = Path(args.plots) if args.plots else Path(args.data).parent / "plots"
+    plots = Path(args.plots) if args.plots else Path(args.out_dir) if args.out_dir else Path(args.data).parent / "plots"
+    json_out = (Path(args.out_dir) / args.json if args.out_dir and not Path(args.json).is_absolute() else Path(args.json)
+                ) if args.json else None
+    for target in [plots / "confusion.png"] + ([json_out] if json_out else []):
+        preflight_output(target)  # before any work
     summary = {}
     print(f"{args.data}: {df['sample'].nunique() if 'sample' in df else len(df) // len(available)} prompts, "
           f"formats {', '.join(sorted(df['format'].unique()))}")
@@ -97,10 +105,10 @@ def main() -> int:
         for p in plot_confusion(cm, labels, f"alpha={a:g}, k={best_k} (20% test split)",
                                 plots / f"confusion_alpha{a:g}.png"):
             print(f"  wrote {p}")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(summary, indent=1))
-        print(f"wrote {args.json}")
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(summary, indent=1))
+        print(f"wrote {json_out}")
     return 0
 
 

@@ -21,7 +21,7 @@ import argparse
 import time
 from pathlib import Path
 
-from model_inspector.cli import add_model_args, load_inspector, positive_int, run_main
+from model_inspector.cli import add_model_args, load_inspector, positive_int, run_main, run_settings
 from model_inspector.distributed import run_distributed
 from model_inspector.experiment import RunConfig, model_label
 from model_inspector.formats import alpha_metric, load_formats, save_formats, windowed_fields
@@ -71,7 +71,8 @@ def main() -> int:
     cfg = RunConfig(model=args.model, dataset="formats", max_len=args.max_len,
                     metrics=tuple(alpha_metric(a) for a in alphas), batch_size=args.batch_size, sample=False,
                     chat_template=args.chat_template, prepend_bos=args.prepend_bos, extra={"num_windows": args.num_windows,
-                                                             "n_topics": args.n_topics})
+                                                             "n_topics": args.n_topics},
+                    **run_settings(args))
     out = Path(args.out) if args.out else default_out(args.model)
     t0 = time.time()
     state = run_distributed(samples, cfg, out, load_inspector=lambda dev: load_inspector(args, dev),

@@ -18,6 +18,7 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -28,6 +29,7 @@ import torch
 __all__ = [
     "load_model",
     "resolve_name",
+    "model_source",
     "get_model_list",
     "get_model_names",
     "read_model_table",
@@ -98,6 +100,8 @@ def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.d
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype is None or dtype == "auto":
+        if device is None:
+            return None
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         if device.type == "mps":
@@ -221,14 +225,25 @@ def embedded_gguf_path(alias: str) -> Path:
     return target
 
 
+def _is_alias(key: str) -> bool:
+    if key.lower() in EMBEDDED_MODELS:
+        return True
+    return bool((read_model_table()["alias"].str.lower() == key.lower()).any())
+
+
 def resolve_name(name: str) -> tuple[str, str]:
-    """``(kind, target)`` with kind one of ``embedded``, ``dir``, ``gguf``, ``hub``."""
+    """``(kind, target)`` with kind one of ``embedded``, ``dir``, ``gguf``, ``hub``.
+
+    A local path always wins over an alias of the same name (with a one-line notice on stderr)."""
     key = name.strip()
+    path = Path(key).expanduser()
+    if path.is_dir() or (key.lower().endswith(".gguf") and path.is_file()):
+        if _is_alias(key):
+            print(f"note: {key!r} is a local {'folder' if path.is_dir() else 'file'} and also a model alias; using "
+                  f"the local {path.resolve()} (write the alias from another folder to get the alias)", file=sys.stderr)
+        return ("dir" if path.is_dir() else "gguf"), str(path)
     if key.lower() in EMBEDDED_MODELS:
         return "embedded", key.lower()
-    path = Path(key).expanduser()
-    if path.is_dir():
-        return "dir", str(path)
     if key.lower().endswith(".gguf"):
         return "gguf", str(path)
     table = read_model_table()
@@ -239,6 +254,34 @@ def resolve_name(name: str) -> tuple[str, str]:
             return "embedded", hit.iloc[0]["alias"]
         return "hub", str(hf_id)
     return "hub", key
+
+
+def model_source(name: str, revision: str | None = None) -> tuple[str, Path | None]:
+    """What ``load_model(name)`` would load, without loading it: ``(reference, local files or None)``.
+
+    ``reference``: the absolute path of a folder or GGUF file, ``embedded:ALIAS``, or
+    ``hub:ID@REVISION``; the local files are what a fingerprint is taken of (the converted cache of
+    an embedded model or GGUF file, the hub cache's snapshot; ``None`` until they exist)."""
+    kind, target = resolve_name(str(name))
+    if kind == "embedded":
+        src = cache_dir() / "converted" / target
+        return f"embedded:{target}", (src if (src / "config.json").exists() else None)
+    if kind == "dir":
+        return str(Path(target).resolve()), Path(target).resolve()
+    if kind == "gguf":
+        gguf = Path(target).resolve()
+        return str(gguf), (gguf if gguf.is_file() else None)
+    rev = revision or "main"
+    local = None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(target, "config.json", revision=rev)
+        if isinstance(hit, str):
+            local = Path(hit).parent
+    except Exception:  # noqa: BLE001 - no cache or no huggingface_hub: fingerprint after loading
+        local = None
+    return f"hub:{target}@{rev}", local
 
 
 def _gguf_cache(gguf: Path) -> Path:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model_inspector.cli import add_generation_args, add_model_args, load_inspector, positive_int, run_main
+from model_inspector.cli import (add_data_args, add_generation_args, add_model_args, load_inspector, positive_int,
+                                  run_main, run_settings)
 from model_inspector.data import load_mmlu
 from model_inspector.distributed import run_distributed
 from model_inspector.experiment import RunConfig, model_label
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subjects", nargs="+", default=None, help="only these subjects, e.g. abstract_algebra anatomy")
     p.add_argument("--data_file", default=None,
                    help="local MMLU (jsonl/json/parquet/csv: question, subject, choices, answer) instead of the hub")
+    add_data_args(p)
     add_generation_args(p)
     add_model_args(p)
     return p
@@ -46,19 +48,21 @@ def grade(sample, fields) -> dict:
 
 def main() -> int:
     args = build_parser().parse_args()
-    rows = load_mmlu(args.data_file, subjects=args.subjects, n_questions=args.n_questions, seed=args.seed)
+    stats: dict = {}
+    rows = load_mmlu(args.data_file, subjects=args.subjects, n_questions=args.n_questions, seed=args.seed,
+                     skip_bad_rows=args.skip_bad_rows, stats=stats)
     samples, skipped = mmlu_samples(rows, args.prompt_type)
     print(f"{len(samples)} questions; {skipped} over {MAX_MMLU_QUESTION_CHARS} characters skipped")
     cfg = RunConfig(model=args.model, dataset="mmlu", max_len=args.max_len, metrics=tuple(args.metrics),
                     batch_size=args.batch_size, sample=False, seed=args.seed, chat_template=args.chat_template,
                     prepend_bos=args.prepend_bos,
                     extra={"prompt_type": args.prompt_type, "n_questions": args.n_questions,
-                           "subjects": args.subjects})
+                           "subjects": args.subjects}, **run_settings(args))
     out = Path(args.results_dir) / f"{model_label(args.model)}_mmlu_{args.prompt_type}.pkl"
     t0 = time.time()
     state = run_distributed(samples, cfg, out, load_inspector=lambda dev: load_inspector(args, dev),
                             update_steps=args.update_steps, resume=args.resume, overwrite=args.overwrite,
-                            label_fn=grade, metadata={"n_skipped": skipped, "data_file": args.data_file},
+                            label_fn=grade, metadata={"n_skipped": skipped, "data_file": args.data_file, **stats},
                             progress=not args.no_progress)
     if state is None:  # a non-main process of a data-parallel run: rank 0 reports
         return 0

@@ -15,7 +15,8 @@ import argparse
 import time
 from pathlib import Path
 
-from model_inspector.cli import add_generation_args, add_model_args, load_inspector, positive_int, run_main
+from model_inspector.cli import (add_data_args, add_generation_args, add_model_args, load_inspector, positive_int,
+                                  run_main, run_settings)
 from model_inspector.data import load_tinystories
 from model_inspector.distributed import run_distributed
 from model_inspector.experiment import RunConfig, model_label
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local stories (jsonl/json/parquet/csv with a 'text' column, or txt) instead of the hub")
     p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
+    add_data_args(p)
     add_generation_args(p)
     add_model_args(p)
     return p
@@ -38,18 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> int:
     args = build_parser().parse_args()
-    stories = load_tinystories(args.n_stories, args.data_file)
+    stats: dict = {}
+    stories = load_tinystories(args.n_stories, args.data_file, skip_bad_rows=args.skip_bad_rows, stats=stats)
     samples, skipped = tinystories_samples(stories, seed=args.seed)
     print(f"{len(samples)} prompts from {len(stories)} stories; {skipped} prompts over "
           f"{MAX_TS_PROMPT_CHARS} characters skipped")
     cfg = RunConfig(model=args.model, dataset="tinystories", max_len=args.max_len, metrics=tuple(args.metrics),
                     batch_size=args.batch_size, sample=not args.greedy, temperature=args.temperature,
-                    seed=args.seed, chat_template=args.chat_template, prepend_bos=args.prepend_bos, extra={"n_stories": args.n_stories})
+                    seed=args.seed, chat_template=args.chat_template, prepend_bos=args.prepend_bos, extra={"n_stories": args.n_stories}, **run_settings(args))
     out = Path(args.results_dir) / f"{model_label(args.model)}_tinystories_{args.n_stories}.pkl"
     t0 = time.time()
     state = run_distributed(samples, cfg, out, load_inspector=lambda dev: load_inspector(args, dev),
                             update_steps=args.update_steps, resume=args.resume, overwrite=args.overwrite,
-                            metadata={"n_skipped": skipped, "data_file": args.data_file},
+                            metadata={"n_skipped": skipped, "data_file": args.data_file, **stats},
                             progress=not args.no_progress)
     if state is None:  # a non-main process of a data-parallel run: rank 0 reports
         return 0

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from model_inspector.cli import add_model_args, positive_int, run_main
+from model_inspector.cli import add_model_args, load_inspector, positive_int, run_main
+from model_inspector.experiment import preflight_output
 from model_inspector.evaluation import InsufficientDataError, evaluate_knn, features_from_results
 from model_inspector.storage import ResultsFileError, load_results, n_samples
 
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by_subject", action="store_true", help="also evaluate each MMLU subject (k=25, distance weights)")
     p.add_argument("--model", default=None, help="model for files with raw activations (default: the file's)")
     p.add_argument("--no_plot", action="store_true", help="skip the profile plot")
+    p.add_argument("--out_dir", default=None, help="folder for the CSVs and the plot (default: beside FILE)")
     add_model_args(p)
     return p
 
@@ -70,12 +72,10 @@ def ensure_entropy(data: dict, args) -> None:
         return
     if "activations" not in data:
         raise ResultsFileError(f"{args.file}: no '{args.metric}' profiles and no raw activations")
-    from model_inspector import ModelInspector
-
     name = args.model or (data.get("model") or [None])[0]
     if not name:
         raise ValueError("the file names no model; pass --model")
-    mi = ModelInspector(name, device=args.device, dtype=args.dtype, budget_bytes=args.budget_mb * 2**20)
+    mi = load_inspector(argparse.Namespace(**{**vars(args), "model": name}))  # the scripts' loading path
     acts = data["activations"]
     out = []
     for i in range(0, len(acts), args.bs):
@@ -122,11 +122,13 @@ def evaluate(data: dict, args) -> tuple[pd.DataFrame, pd.DataFrame | None, np.nd
 
 def main() -> int:
     args = build_parser().parse_args()
+    src = Path(args.file)
+    stem = str(Path(args.out_dir) / src.stem if args.out_dir else src.with_suffix(""))
+    preflight_output(f"{stem}_tm_overall.csv")  # before any (slow) work
     data = load_results(args.file)
     if n_samples(data) == 0:
         raise ResultsFileError(f"{args.file} holds no samples")
     overall, subject, X, y = evaluate(data, args)
-    stem = str(Path(args.file).with_suffix(""))
     overall.to_csv(f"{stem}_tm_overall.csv", index=False)
     r = overall.iloc[0]
     print(f"{args.file}: {r['n_samples']} samples, label '{args.label}' ({r['classes']})")

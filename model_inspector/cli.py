@@ -7,7 +7,8 @@ import os
 import sys
 from typing import Callable
 
-__all__ = ["run_main", "add_model_args", "add_generation_args", "positive_int", "load_inspector"]
+__all__ = ["run_main", "add_model_args", "add_generation_args", "add_data_args", "positive_int", "load_inspector",
+           "run_settings"]
 
 
 def _user_errors() -> tuple:
@@ -16,10 +17,18 @@ def _user_errors() -> tuple:
     from .data import DataError
     from .experiment import RunInterrupted
     from .lens import LensResolutionError
-    from .storage import ResultsFileError
+    from .storage import OutputLockedError, ResultsFileError
 
     return (ModelNotFoundError, ModelTableUpdateError, DataError, ResultsFileError, LensResolutionError,
-            RunInterrupted, FileExistsError, FileNotFoundError, ValueError)
+            RunInterrupted, OutputLockedError, FileExistsError, FileNotFoundError, OSError, ValueError)
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename and exc.strerror and type(exc) in (
+            OSError, PermissionError, FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return f"cannot use {exc.filename}: {exc.strerror} (check the path, its permissions and free space)"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def run_main(main: Callable[[], int | None]) -> None:
@@ -32,8 +41,7 @@ def run_main(main: Callable[[], int | None]) -> None:
     except _user_errors() as exc:
         if os.environ.get("ENTROPY_LENS_DEBUG"):
             raise
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"error: {msg}", file=sys.stderr)
+        print(f"error: {_message(exc)}", file=sys.stderr)
         sys.exit(130 if isinstance(exc, RunInterrupted) else 2)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -83,6 +91,26 @@ def add_generation_args(p: argparse.ArgumentParser, *, default_batch: int = 8) -
                    help="BOS token before each prompt: auto = what TransformerLens (the original's tooling) did for "
                         "the model family (yes for GPT-2, Llama, Gemma, OPT...; no for Qwen, GPT-NeoX/Pythia, Bloom)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
+
+
+def run_settings(args) -> dict:
+    """The settings of :func:`add_model_args` that are part of a run's identity: the dtype name and
+    device type the model will be loaded with (resolved now, before loading), the lens budget and
+    compile path. Keyword arguments for :class:`~model_inspector.experiment.RunConfig`."""
+    import model_manager
+
+    if args.device_map:
+        device, dtype = None, (None if args.dtype == "auto" else str(model_manager.pick_dtype(args.dtype, None)))
+    else:
+        dev = model_manager.pick_device(args.device)
+        device, dtype = dev.type, str(model_manager.pick_dtype(args.dtype, dev))
+    return {"dtype": dtype.replace("torch.", "") if dtype else None, "device": device,
+            "budget_mb": float(args.budget_mb), "compile": bool(args.compile)}
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--skip_bad_rows", action="store_true",
+                   help="skip and count data rows that break the format rules instead of stopping at the first")
 
 
 def parse_max_memory(items) -> dict | None:

@@ -1,10 +1,13 @@
 """Data-parallel runs on accelerate / torch.distributed: ``accelerate launch --multi_gpu
 --num_processes N script.py ...`` or ``torchrun --nproc_per_node N script.py ...``.
 
-Every process profiles the batches ``j`` with ``j % N == rank`` on its own device and writes its
-shard file atomically (``--resume`` works per shard); after a barrier, rank 0 merges the shards into
-the file one process would write (same order, same values for a fixed seed: per-batch seeds depend
-only on the seed and the batch's first index). A single process needs no launcher.
+Rank 0 holds the output's lock for the whole run (a second run on the same output is refused on
+every rank). Every process profiles the batches ``j`` with ``j % N == rank`` on its own device into
+its own sidecar (``NAME.shard{r}of{N}.pkl.parts/``; ``--resume`` works per shard); after a barrier,
+rank 0 merges the sidecars into the file one process would write (same order, same values for a
+fixed seed: per-batch seeds depend only on the seed and the batch's first index) and removes them.
+A complete file is handed back on ``--resume`` only when its run identity matches. A single
+process needs no launcher; it finishes the merge of a data-parallel run that was cut short.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .experiment import merge_shards, run_profiling, shard_path
-from .storage import load_results, save_results
+from .experiment import merge_shards, preflight_output, run_profiling, shard_path, shard_stores
+from .storage import OutputLock, OutputLockedError, load_results, save_results
 
 __all__ = ["process_state", "run_distributed"]
 
@@ -30,29 +33,76 @@ def process_state():
     return PartialState(cpu=not torch.cuda.is_available())
 
 
+def _finish_cut_merge(samples, cfg, out_path: Path, *, resume: bool, overwrite: bool, save, load_inspector) -> dict | None:
+    """A single process meeting the sidecars of a data-parallel run of the same output."""
+    found = shard_stores(out_path)
+    if not found or overwrite:
+        for stores in found.values():
+            for s in stores:
+                s.remove()
+        return None
+    world, stores = max(found.items())
+    if not resume:
+        raise FileExistsError(f"an unfinished {world}-process run of {out_path} exists; pass --resume to finish it "
+                              "or --overwrite to start again")
+    complete = len(stores) == world and all(s.read_meta().get("complete") for s in stores)
+    if not complete:
+        raise ValueError(f"{out_path} has unfinished shards of a {world}-process run; resume it with {world} "
+                         f"processes (torchrun --nproc_per_node {world} ...) or pass --overwrite")
+    identity = cfg.identity(samples)
+    for s in stores:
+        identity.check(s.read_meta().get("identity"), s.dir, partial=True)
+    return merge_shards(out_path, world, cfg.batch_size, save=save)
+
+
 def run_distributed(samples, cfg, out_path, *, load_inspector, resume=False, overwrite=False, progress=True,
                     save=save_results, load=load_results, **kwargs) -> dict | None:
     """``run_profiling`` over all processes. Returns the merged results on rank 0 (or the single
     process), ``None`` on the other ranks. ``load_inspector(device)`` gets each process's device."""
+    out_path = Path(out_path)
     state = process_state()
     if state is None or state.num_processes == 1:
-        return run_profiling(samples, cfg, out_path, load_inspector=lambda: load_inspector(None), resume=resume,
-                             overwrite=overwrite, progress=progress, save=save, load=load, **kwargs)
+        preflight_output(out_path)
+        with OutputLock(out_path):
+            merged = _finish_cut_merge(samples, cfg, out_path, resume=resume, overwrite=overwrite, save=save,
+                                       load_inspector=load_inspector)
+            if merged is not None:
+                return merged
+            return run_profiling(samples, cfg, out_path, load_inspector=lambda: load_inspector(None), resume=resume,
+                                 overwrite=overwrite, progress=progress, save=save, load=load, lock=False, **kwargs)
+    from accelerate.utils import broadcast_object_list
+
     rank, world = state.process_index, state.num_processes
-    out_path = Path(out_path)
-    if out_path.exists() and not (resume or overwrite):
-        raise FileExistsError(f"{out_path} exists; pass --resume to continue it or --overwrite to replace it")
-    if out_path.exists() and resume:
-        done = load(out_path)
-        if done["metadata"].get("complete"):
-            return done if rank == 0 else None
-    mine = shard_path(out_path, rank, world)
-    run_profiling(samples, cfg, mine, load_inspector=lambda: load_inspector(str(state.device)),
-                  resume=resume, overwrite=overwrite or not resume, progress=progress and state.is_main_process,
-                  shard=(rank, world), save=save, load=load, **kwargs)
-    state.wait_for_everyone()
-    merged = None
+    lock, problem = None, [None]
     if state.is_main_process:
-        merged = merge_shards(out_path, world, cfg.batch_size, save=save, load=load)
-    state.wait_for_everyone()
-    return merged
+        try:
+            preflight_output(out_path)
+            lock = OutputLock(out_path).acquire()
+        except (OSError, OutputLockedError) as exc:
+            problem = [f"{type(exc).__name__}: {exc}"]
+    broadcast_object_list(problem, from_process=0)
+    if problem[0] is not None:  # every rank stops with rank 0's reason
+        kind, _, msg = problem[0].partition(": ")
+        raise (OutputLockedError if kind == "OutputLockedError" else OSError)(msg)
+    try:
+        if out_path.exists() and not (resume or overwrite):
+            raise FileExistsError(f"{out_path} exists; pass --resume to continue it or --overwrite to replace it")
+        if out_path.exists() and resume:
+            done = load(out_path)
+            meta = done.get("metadata") or {}
+            identity = cfg.identity(samples)
+            identity.check(meta.get("identity"), out_path, partial=True)
+            if meta.get("complete"):
+                return done if rank == 0 else None
+        mine = shard_path(out_path, rank, world)
+        run_profiling(samples, cfg, mine, load_inspector=lambda: load_inspector(str(state.device)),
+                      resume=resume, overwrite=overwrite, progress=progress and state.is_main_process,
+                      shard=(rank, world), save=save, load=load, finalize=False, lock=False,  # rank 0 holds the lock
+                      **kwargs)
+        state.wait_for_everyone()
+        if not state.is_main_process:
+            return None
+        return merge_shards(out_path, world, cfg.batch_size, save=save)
+    finally:
+        if lock is not None:
+            lock.release()

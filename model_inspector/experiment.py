@@ -1,19 +1,32 @@
-"""The profiling loop shared by the experiment scripts: batches, progress, checkpoints, resume.
+"""The profiling loop shared by the experiment scripts: identity, lock, batches, checkpoints, resume.
 
-``run_profiling`` profiles a list of :class:`~model_inspector.tasks.Sample` and keeps a results
-dict (see :mod:`model_inspector.storage`). It writes the file atomically every ``update_steps``
-samples and at the end; on SIGINT/SIGTERM it saves the completed batches and stops. With
-``resume=True`` it continues a partial file and yields exactly the file an uninterrupted run with
-the same settings writes (per-batch seeds depend only on the seed and the batch's first index).
+``run_profiling`` profiles a list of :class:`~model_inspector.tasks.Sample`:
+
+1. *preflight*, before any weights load: the output is not a folder and its folder is writable (a
+   probe write), an exclusive :class:`~model_inspector.storage.OutputLock` is taken, and the
+   :class:`~model_inspector.identity.RunIdentity` (resolved model and its fingerprint, dtype, device,
+   decoding, metrics, budget, data fingerprint) is compared with any existing file or sidecar;
+2. completed rows are appended every ``update_steps`` samples to the sidecar ``NAME.parts/``
+   (O(new rows) per checkpoint), and on SIGINT/SIGTERM the completed batches are saved first;
+3. the results file is written once, atomically, at the end (also on interrupt, as a partial
+   snapshot), and the sidecar removed.
+
+``resume=True`` continues from the sidecar (or a partial file) and yields exactly the file an
+uninterrupted run with the same identity writes (per-batch seeds depend only on the seed and the
+batch's first index). Any ``OSError`` while writing becomes :class:`RunStorageError`, naming the
+path, with every completed checkpoint safe in the sidecar.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import os
 import platform
 import signal
+import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,11 +34,18 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .architecture import BOS_POLICIES
+from .identity import IdentityMismatch, RunIdentity, fingerprint_path, fingerprint_samples
 from .metrics import parse_metrics
-from .storage import FORMAT, FORMAT_VERSION, ResultsFileError, load_results, n_samples, save_results
+from .storage import (FORMAT, FORMAT_VERSION, OutputLock, PartsStore, ResultsFileError, concat_rows, load_results,
+                      n_samples, remove_stale_temporaries, save_results)
 from .tasks import Sample
 
-__all__ = ["RunConfig", "RunInterrupted", "run_profiling", "library_versions", "model_label"]
+__all__ = ["RunConfig", "RunInterrupted", "RunStorageError", "run_profiling", "library_versions", "model_label",
+           "preflight_output", "merge_shards", "shard_path"]
+
+
+class RunStorageError(OSError):
+    """Writing a run's output failed (disk full, permissions...); the message names the path and what is safe."""
 
 
 class RunInterrupted(RuntimeError):
@@ -47,6 +67,14 @@ class RunConfig:
     chat_template: bool = False
     prepend_bos: str = "auto"
     extra: dict = field(default_factory=dict)
+    #: requested dtype name (``float32``...) and device type (``cpu``, ``cuda``...); ``None``: as loaded
+    dtype: str | None = None
+    device: str | None = None
+    #: the lens's vocabulary-chunk budget (MiB) and compile path: they change the summation order
+    budget_mb: float = 256
+    compile: bool = False
+    #: revision of a hub model (``None``: main)
+    revision: str | None = None
 
     def __post_init__(self):
         if not isinstance(self.max_len, int) or self.max_len < 1:
@@ -63,6 +91,58 @@ class RunConfig:
         d = asdict(self)
         d["metrics"] = [m.key for m in self.metrics]
         return d
+
+    def identity(self, samples: Sequence[Sample]) -> RunIdentity:
+        """The run identity known before loading: the model is resolved and fingerprinted from its
+        files where they exist (``None`` until then)."""
+        import model_manager
+
+        ref, local = model_manager.model_source(self.model, self.revision)
+        return RunIdentity(
+            model=ref, model_fingerprint=fingerprint_path(local) if local is not None else None,
+            dtype=self.dtype, device=self.device, dataset=self.dataset, data_fingerprint=fingerprint_samples(samples),
+            n_samples=len(samples), max_len=self.max_len, metrics=tuple(m.key for m in self.metrics),
+            batch_size=self.batch_size, sample=self.sample, temperature=self.temperature if self.sample else None,
+            seed=self.seed, chat_template=self.chat_template, prepend_bos=self.prepend_bos,
+            budget_mb=float(self.budget_mb), compile=bool(self.compile),
+            extra=json.dumps(self.extra, sort_keys=True, default=str))
+
+
+def loaded_identity(identity: RunIdentity, cfg: RunConfig, mi) -> RunIdentity:
+    """Fill the fields known once the model is loaded; a requested dtype/device that the loaded
+    model does not have is an error."""
+    import model_manager
+
+    dtype = str(mi.dtype).replace("torch.", "")
+    device = mi.device.type
+    for name, want, got in (("dtype", cfg.dtype, dtype), ("device", cfg.device, device)):
+        if want is not None and want != got:
+            raise IdentityMismatch(f"the model loaded as {name} {got}, not the requested {want}")
+    fp = identity.model_fingerprint
+    if fp is None:
+        _, local = model_manager.model_source(cfg.model, cfg.revision)
+        fp = fingerprint_path(local) if local is not None else "(no local files)"
+    return identity.with_loaded(dtype=dtype, device=device, model_fingerprint=fp)
+
+
+def preflight_output(path: str | Path) -> Path:
+    """Check, before any work, that ``path`` can be written: not a folder, its folder creatable and
+    writable (a probe file is written and removed). Raises :class:`RunStorageError` naming the path."""
+    p = Path(path)
+    if p.is_dir():
+        raise RunStorageError(f"the output {p} is a folder; give a file name (or another --results_dir)")
+    parent = p.parent
+    if parent.exists() and not parent.is_dir():
+        raise RunStorageError(f"the output folder {parent} is a file; pass a folder (--results_dir / --out / --out_dir)")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{p.name}.probe.", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise RunStorageError(f"cannot write in {parent} ({exc.strerror or exc}); choose a writable --results_dir "
+                              "/ --out, or fix its permissions") from None
+    return p
 
 
 def model_label(name: str) -> str:
@@ -105,27 +185,53 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, old)
 
 
-def _check_config(state: dict, cfg: RunConfig, path: Path) -> None:
-    meta = state.get("metadata") or {}
-    old = meta.get("config")
-    new = cfg.as_dict()
-    if old is None:
-        raise ResultsFileError(f"{path} has no run configuration in its metadata, so it cannot be resumed")
-    diff = [k for k in new if old.get(k) != new[k]]
-    if diff:
-        detail = ", ".join(f"{k}: file {old.get(k)!r} vs now {new[k]!r}" for k in diff)
-        raise ValueError(f"cannot resume {path}: settings differ ({detail}); use the same flags, or --overwrite")
-
-
-def _check_inputs(state: dict, samples: Sequence[Sample], path: Path) -> int:
-    done = n_samples(state)
+def _check_inputs(rows: dict, samples: Sequence[Sample], batch_size: int, path: Path) -> int:
+    done = n_samples(rows)
     if done > len(samples):
         raise ValueError(f"cannot resume {path}: it holds {done} samples but this run has only {len(samples)}")
-    if state.get("input", [])[:done] != [s.text for s in samples[:done]]:
+    if rows.get("input", [])[:done] != [s.text for s in samples[:done]]:
         raise ValueError(f"cannot resume {path}: its prompts differ from this run's (other data or order)")
-    if done % (state["metadata"]["config"]["batch_size"]) and done != len(samples):
+    if done % batch_size and done != len(samples):
         raise ValueError(f"cannot resume {path}: {done} samples is not a whole number of batches")
     return done
+
+
+@contextmanager
+def _storage_errors(path: Path, store: PartsStore, n_done: Callable[[], int]):
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, RunStorageError):
+            raise
+        where = exc.filename or path
+        raise RunStorageError(
+            f"cannot write {where} ({exc.strerror or exc}); the {n_done()} samples completed before are safe in "
+            f"{store.dir}: free space or fix permissions, then rerun with --resume") from None
+
+
+def _existing(out_path: Path, store: PartsStore, identity: RunIdentity, *, resume: bool, overwrite: bool,
+              load: Callable) -> tuple[dict, dict]:
+    """``(rows so far, recorded metadata)`` of an existing sidecar or file, after the identity check."""
+    if overwrite:
+        store.remove()
+        if out_path.exists():
+            out_path.unlink()
+        return {}, {}
+    if store.exists():
+        meta = store.read_meta()
+        if not resume:
+            raise FileExistsError(f"an unfinished run of {out_path} exists ({store.dir}); pass --resume to continue "
+                                  "it or --overwrite to start again")
+        identity.check(meta.get("identity"), out_path, partial=True)
+        return store.read_rows(), meta
+    if out_path.exists():
+        if not resume:
+            raise FileExistsError(f"{out_path} exists; pass --resume to continue it or --overwrite to replace it")
+        state = load(out_path)
+        meta = dict(state.pop("metadata", None) or {})
+        identity.check(meta.get("identity"), out_path, partial=True)
+        return state, meta
+    return {}, {}
 
 
 def run_profiling(
@@ -144,40 +250,61 @@ def run_profiling(
     metadata: dict | None = None,
     progress: bool = True,
     shard: tuple[int, int] = (0, 1),
+    finalize: bool = True,
+    lock: bool = True,
 ) -> dict:
     """Profile ``samples`` and write the results dict to ``out_path``.
 
-    ``load_inspector()`` is called only once there is work to do. ``label_fn(sample, fields)``
-    adds labels computed from the generation (e.g. MMLU ``correct``). ``shard=(rank, world)``:
-    run only the batches ``j`` with ``j % world == rank`` (data-parallel processes; each writes
-    its own file, merged by :func:`merge_shards`). Returns the results dict."""
+    ``load_inspector()`` is called only once there is work to do (or an identity field needs the
+    loaded model). ``label_fn(sample, fields)`` adds labels computed from the generation (e.g. MMLU
+    ``correct``). ``shard=(rank, world)``: run only the batches ``j`` with ``j % world == rank``
+    (data-parallel processes; each keeps its own sidecar, merged by :func:`merge_shards`).
+    ``finalize=False`` leaves the rows in the sidecar (marked complete) instead of writing the
+    file. Returns the results dict."""
     out_path = Path(out_path)
     if update_steps is None or update_steps < 1:
         raise ValueError(f"--update_steps must be a positive integer (got {update_steps})")
     if not samples:
         raise ValueError("no samples to profile (all skipped or none requested)")
-    state: dict = {}
-    if out_path.exists() and resume:
-        state = load(out_path)
-        _check_config(state, cfg, out_path)
-    elif out_path.exists() and not overwrite:
-        raise FileExistsError(f"{out_path} exists; pass --resume to continue it or --overwrite to replace it")
-    meta = dict(state.get("metadata") or {})
+    preflight_output(out_path)
+    identity = cfg.identity(samples)
+    store = PartsStore(out_path)
+    with (OutputLock(out_path) if lock else nullcontext()), _storage_errors(out_path, store, lambda: 0):
+        remove_stale_temporaries(out_path)
+        rows, old_meta = _existing(out_path, store, identity, resume=resume, overwrite=overwrite, load=load)
+        return _run(samples, cfg, out_path, store, identity, rows, old_meta, load_inspector=load_inspector,
+                    update_steps=update_steps, label_fn=label_fn, fields_fn=fields_fn, save=save,
+                    metadata=metadata, progress=progress, shard=shard, finalize=finalize)
+
+
+def _run(samples, cfg, out_path, store, identity, rows, old_meta, *, load_inspector, update_steps, label_fn,
+         fields_fn, save, metadata, progress, shard, finalize) -> dict:
+    meta = dict(old_meta)
     meta.update({"format": FORMAT, "format_version": FORMAT_VERSION, "config": cfg.as_dict(),
                  "metrics": {m.key: m.definition for m in cfg.metrics}, "versions": library_versions(),
                  **(metadata or {})})
     meta.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    state["metadata"] = meta
-    if meta.get("complete") and resume:
+    rank, world = shard
+    state = {**rows, "metadata": meta}
+    if old_meta.get("complete") and None not in identity.as_dict().values():
+        meta["identity"] = identity.as_dict()
+        if finalize and store.exists():  # a finished sidecar whose final write was cut: finish it
+            save(out_path, state)
+            store.remove()
         return state
 
     mi = load_inspector()
-    meta.update({"model_id": getattr(mi.model.config, "_name_or_path", cfg.model), "dtype": str(mi.dtype),
-                 "device": str(mi.device), "n_layers": mi.n_layers, "d_model": mi.d_model, "d_vocab": mi.d_vocab})
+    identity = loaded_identity(identity, cfg, mi)
+    if old_meta:
+        identity.check(old_meta.get("identity"), out_path)
+    meta.update({"identity": identity.as_dict(), "model_id": getattr(mi.model.config, "_name_or_path", cfg.model),
+                 "dtype": str(mi.dtype), "device": str(mi.device), "n_layers": mi.n_layers, "d_model": mi.d_model,
+                 "d_vocab": mi.d_vocab, "prepend_bos_resolved": mi.prepend_bos(cfg.prepend_bos)})
+    if old_meta.get("complete"):
+        return state
     # Policy for prompts longer than the model's context (prompt tokens + max_len): skipped and
     # counted, like the paper's length limits. The decision depends on the model alone, so a
     # resumed run skips the same prompts.
-    meta["prepend_bos_resolved"] = mi.prepend_bos(cfg.prepend_bos)
     long = set(mi.too_long([s.text for s in samples], cfg.max_len, cfg.chat_template, cfg.prepend_bos))
     if long:
         print(f"{len(long)} prompts do not fit the context of {mi.context_length} tokens with max_len={cfg.max_len}: "
@@ -187,23 +314,37 @@ def run_profiling(
             raise ValueError("every prompt is longer than the model's context; lower --max_len or use shorter prompts")
     meta["n_skipped_context"] = len(long)
     meta["n_total"] = len(samples)
-    rank, world = shard
     meta["shard"] = [rank, world]
     starts = [s for j, s in enumerate(range(0, len(samples), cfg.batch_size)) if j % world == rank]
     own = [samples[i] for s in starts for i in range(s, min(s + cfg.batch_size, len(samples)))]
-    done = _check_inputs(state, own, out_path) if resume and n_samples(state) else 0
+    done = _check_inputs(rows, own, cfg.batch_size, out_path) if n_samples(rows) else 0
     starts = [s for s, upto in zip(starts, np.cumsum([min(cfg.batch_size, len(samples) - s) for s in starts]))
               if upto > done]
+    meta["complete"] = False
+    if not store.exists() or not store.parts():  # a fresh sidecar, or rows carried over from a partial file
+        store.write_meta(meta)
+        if n_samples(rows):
+            store.append(rows)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(own), initial=done, unit="sample", dynamic_ncols=True, smoothing=0.1)
-    since_save = 0
+    pending: dict = {}
     t0 = time.time()
-    meta["complete"] = False
+
+    def flush():
+        if pending:
+            store.append(pending)
+            for k, v in pending.items():
+                state.setdefault(k, []).extend(v)
+            pending.clear()
+
+    def n_safe():
+        return n_samples({k: v for k, v in state.items() if k != "metadata"})
+
     try:
-        with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt(), _storage_errors(out_path, store, n_safe):
             for start in starts:
                 batch = list(samples[start : start + cfg.batch_size])
                 prof = mi.profile([s.text for s in batch], max_len=cfg.max_len, metrics=cfg.metrics,
@@ -216,28 +357,34 @@ def run_profiling(
                     labels = {"model": model_label(cfg.model), **s.labels}
                     if label_fn is not None:
                         labels.update(label_fn(s, fields))
-                    row = {"input": s.text, **labels, **fields}
-                    for k, v in row.items():
-                        state.setdefault(k, []).append(v)
-                since_save += len(batch)
+                    for k, v in {"input": s.text, **labels, **fields}.items():
+                        pending.setdefault(k, []).append(v)
                 if bar is not None:
                     bar.update(len(batch))
-                if since_save >= update_steps:
-                    save(out_path, state)
-                    since_save = 0
+                if n_samples(pending) >= update_steps:
+                    flush()
     except KeyboardInterrupt:
-        meta["elapsed_s"] = meta.get("elapsed_s", 0) + time.time() - t0
-        save(out_path, state)
+        with _storage_errors(out_path, store, n_safe):
+            flush()
+            meta["elapsed_s"] = meta.get("elapsed_s", 0) + time.time() - t0
+            store.write_meta(meta)
+            if finalize:
+                save(out_path, state)  # a partial snapshot (complete: False); the sidecar stays the truth
         raise RunInterrupted(
-            f"interrupted after {n_samples(state)} of {len(own)} samples; saved to {out_path}; "
+            f"interrupted after {n_safe()} of {len(own)} samples; saved to {out_path if finalize else store.dir}; "
             "continue with --resume"
         ) from None
     finally:
         if bar is not None:
             bar.close()
-    meta["elapsed_s"] = meta.get("elapsed_s", 0) + time.time() - t0
-    meta["complete"] = True
-    save(out_path, state)
+    with _storage_errors(out_path, store, n_safe):
+        flush()
+        meta["elapsed_s"] = meta.get("elapsed_s", 0) + time.time() - t0
+        meta["complete"] = True
+        store.write_meta(meta)
+        if finalize:
+            save(out_path, state)
+            store.remove()
     return state
 
 
@@ -247,16 +394,37 @@ def shard_path(out_path: str | Path, rank: int, world: int) -> Path:
     return p.with_name(f"{p.stem}.shard{rank}of{world}{p.suffix}")
 
 
-def merge_shards(out_path: str | Path, world: int, batch_size: int, *, save=save_results, load=load_results) -> dict:
-    """Interleave the shard files of ``world`` processes back into sample order (batch ``j`` came
-    from shard ``j % world``), write ``out_path`` atomically and delete the shards. The result
-    equals the file one process writes with the same settings (metadata aside)."""
-    paths = [shard_path(out_path, r, world) for r in range(world)]
-    parts = [load(p) for p in paths]
-    incomplete = [str(p) for p, d in zip(paths, parts) if not d["metadata"].get("complete")]
+def shard_stores(out_path: str | Path) -> dict[int, list[PartsStore]]:
+    """The sidecars of data-parallel shards of ``out_path`` on disk, by number of processes."""
+    p = Path(out_path)
+    found: dict[int, list[PartsStore]] = {}
+    for d in sorted(p.parent.glob(f"{p.stem}.shard*of*{p.suffix}.parts")) if p.parent.is_dir() else []:
+        name = d.name[len(p.stem) + len(".shard"):-len(p.suffix + ".parts")]
+        rank, _, world = name.partition("of")
+        if rank.isdigit() and world.isdigit():
+            found.setdefault(int(world), []).append(PartsStore(shard_path(p, int(rank), int(world))))
+    return found
+
+
+def merge_shards(out_path: str | Path, world: int, batch_size: int, *, save=save_results, **_ignored) -> dict:
+    """Interleave the sidecars of ``world`` shards back into sample order (batch ``j`` came from
+    shard ``j % world``), write ``out_path`` atomically and delete the sidecars. Each shard's rows
+    are read once. The result equals the file one process writes with the same settings
+    (metadata aside). A merge cut short is finished by the next ``--resume``."""
+    stores = [PartsStore(shard_path(out_path, r, world)) for r in range(world)]
+    missing = [str(s.dir) for s in stores if not s.exists()]
+    if missing:
+        raise ResultsFileError(f"cannot merge: shard(s) {', '.join(missing)} are missing; rerun with --resume")
+    metas = [s.read_meta() for s in stores]
+    incomplete = [str(s.dir) for s, m in zip(stores, metas) if not m.get("complete")]
     if incomplete:
-        raise ValueError(f"cannot merge: shard(s) {', '.join(incomplete)} are incomplete; rerun with --resume")
-    keys = [k for k in parts[0] if k != "metadata"]
+        raise ValueError(f"cannot merge: shard(s) {', '.join(incomplete)} are incomplete; rerun with --resume "
+                         f"with {world} processes")
+    ids = {json.dumps(m.get("identity"), sort_keys=True) for m in metas}
+    if len(ids) != 1:
+        raise IdentityMismatch(f"cannot merge {out_path}: its shards were made with other settings; --overwrite")
+    parts = [s.read_rows() for s in stores]
+    keys = list(parts[0])
     merged: dict = {k: [] for k in keys}
     pos = [0] * world
     sizes = [n_samples(d) for d in parts]
@@ -268,12 +436,11 @@ def merge_shards(out_path: str | Path, world: int, batch_size: int, *, save=save
             merged[k].extend(parts[r][k][pos[r] : pos[r] + take])
         pos[r] += take
         j += 1
-    meta = dict(parts[0]["metadata"])
+    meta = dict(metas[0])
     meta.update({"shard": [0, 1], "n_processes": world, "complete": True,
-                 "elapsed_s": max(d["metadata"].get("elapsed_s", 0) for d in parts)})
+                 "elapsed_s": max(m.get("elapsed_s", 0) for m in metas)})
     merged["metadata"] = meta
     save(out_path, merged)
-    for p in paths:
-        p.unlink()
+    for s in stores:
+        s.remove()
     return merged
-

@@ -20,32 +20,53 @@ accepts them (``run_tests.py`` recomputes the entropies).
 Pickle runs code when loaded: load only files you trust. :func:`save_npz` / :func:`load_npz`
 write and read the same content as ``.npz`` with the metadata as JSON, which loads without
 executing anything.
+
+While a run is under way its rows live in an append-only sidecar, :class:`PartsStore`
+(``NAME.pkl.parts/``: ``meta.json`` and one small pickle per checkpoint), so a checkpoint costs
+O(rows written), not O(file); the ``.pkl`` is written once at the end (or on interrupt) and the
+sidecar removed. :class:`OutputLock` keeps two runs off the same output.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
 import pickle
+import socket
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "ResultsFileError", "atomic_write_bytes", "save_results", "load_results",
-           "save_npz", "load_npz", "n_samples"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "ResultsFileError", "OutputLockedError", "atomic_write_bytes", "save_results",
+           "load_results", "save_npz", "load_npz", "n_samples", "PartsStore", "OutputLock", "concat_rows",
+           "remove_stale_temporaries"]
 
 FORMAT = "entropy-lens-results"
-FORMAT_VERSION = 1
+#: 2: ``metadata.identity`` (the run identity) added; version-1 files load but cannot be resumed.
+FORMAT_VERSION = 2
 
 
 class ResultsFileError(ValueError):
     """A results file is missing, unreadable or not in a known format."""
 
 
+class OutputLockedError(RuntimeError):
+    """Another run holds the lock on this output (the message names it)."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
     """Write ``payload`` to ``path`` through a temporary file in the same folder and a rename, so
-    that a reader (or a crash) never sees a half-written file."""
+    that a reader (or a crash) never sees a half-written file. The file gets the permissions a
+    plain ``open`` would give (``0666`` less the umask), not ``mkstemp``'s ``0600``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -54,6 +75,7 @@ def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
             fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -63,7 +85,7 @@ def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
 
 def save_results(path: str | Path, data: dict) -> None:
     """Pickle ``data`` to ``path`` atomically (``.npz`` paths are written with :func:`save_npz`)."""
-    if str(path).endswith(".npz"):
+    if str(path).lower().endswith(".npz"):
         return save_npz(path, data)
     atomic_write_bytes(path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
 
@@ -77,13 +99,32 @@ def n_samples(data: dict) -> int:
     return len(lists[0]) if lists else 0
 
 
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Delete the ``.NAME.*.tmp`` files an earlier, killed write of ``path`` left (call it while
+    holding the output's lock). Returns what was removed."""
+    p = Path(path)
+    gone = []
+    for tmp in p.parent.glob(f".{p.name}.*.tmp") if p.parent.is_dir() else []:
+        tmp.unlink(missing_ok=True)
+        gone.append(tmp)
+    return gone
+
+
 def load_results(path: str | Path) -> dict:
     """Read a results file (ours or the original's). Raises :class:`ResultsFileError` with a
-    one-line reason for a missing, corrupt or unknown file. Pickles run code: trusted files only."""
+    one-line reason for a missing, corrupt or unknown file. Pickles run code: trusted files only;
+    a ``.pkl`` this library did not write (no ``metadata.format``) gets a one-line warning.
+
+    When ``path`` does not exist but a run's sidecar ``path.parts/`` does (a run killed, or one
+    that ran out of disk, before its final write), the rows completed so far are returned, with
+    ``metadata["complete"] = False``."""
     p = Path(path)
     if not p.is_file():
+        store = PartsStore(p)
+        if store.exists() and not p.exists():
+            return store.read_state()
         raise ResultsFileError(f"results file not found: {p}")
-    if p.suffix == ".npz":
+    if p.suffix.lower() == ".npz":
         return load_npz(p)
     try:
         with p.open("rb") as fh:
@@ -91,7 +132,12 @@ def load_results(path: str | Path) -> dict:
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError, ValueError) as exc:
         raise ResultsFileError(f"{p} is not a readable results pickle ({type(exc).__name__}); it may be truncated "
                                "or corrupt: re-run the experiment (with --resume if a partial file exists)") from None
-    return _validate(data, p)
+    data = _validate(data, p)
+    meta = data.get("metadata")
+    if not (isinstance(meta, dict) and meta.get("format") == FORMAT):
+        print(f"warning: {p} was not written by entropy-lens (no metadata.format); loading a pickle runs code, so "
+              "load only files you trust", file=sys.stderr)
+    return data
 
 
 def _validate(data, p) -> dict:
@@ -153,3 +199,128 @@ def load_npz(path: str | Path) -> dict:
                 else:
                     data[key] = json.loads(str(z[name]))
     return _validate(data, p)
+
+
+# ------------------------------------------------------------------------------ the append-only sidecar
+def concat_rows(parts) -> dict:
+    """Concatenate row dicts (``{key: list}``) in order."""
+    out: dict = {}
+    for part in parts:
+        for k, v in part.items():
+            out.setdefault(k, []).extend(v)
+    return out
+
+
+class PartsStore:
+    """The append-only sidecar of a results file ``NAME``: folder ``NAME.parts/`` holding
+    ``meta.json`` (the run's metadata, identity included) and ``part-000000.pkl``, ... (each a
+    ``{key: list}`` of the rows completed since the previous part). Every file is written
+    atomically, so a kill or a full disk leaves every earlier part readable."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.dir = self.path.with_name(self.path.name + ".parts")
+        self._next: int | None = None
+
+    def exists(self) -> bool:
+        return (self.dir / "meta.json").is_file()
+
+    def parts(self) -> list[Path]:
+        return sorted(self.dir.glob("part-*.pkl")) if self.dir.is_dir() else []
+
+    def read_meta(self) -> dict:
+        try:
+            return json.loads((self.dir / "meta.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise ResultsFileError(f"{self.dir}/meta.json is unreadable ({type(exc).__name__}); "
+                                   "rerun with --overwrite") from None
+
+    def write_meta(self, meta: dict) -> None:
+        atomic_write_bytes(self.dir / "meta.json", json.dumps(meta, default=str, indent=1).encode())
+
+    def append(self, rows: dict) -> None:
+        """Write the rows ``{key: list}`` as the next part (O(rows), whatever came before)."""
+        if self._next is None:
+            existing = self.parts()
+            self._next = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
+        atomic_write_bytes(self.dir / f"part-{self._next:06d}.pkl", pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
+        self._next += 1
+
+    def read_rows(self) -> dict:
+        out = []
+        for part in self.parts():
+            try:
+                out.append(pickle.loads(part.read_bytes()))  # noqa: S301 - our own sidecar
+            except Exception as exc:  # noqa: BLE001
+                raise ResultsFileError(f"{part} is unreadable ({type(exc).__name__}); rerun with --overwrite") from None
+        return concat_rows(out)
+
+    def read_state(self) -> dict:
+        """The rows so far plus ``metadata`` (``complete`` as recorded, False while parts remain)."""
+        state = self.read_rows()
+        state["metadata"] = self.read_meta()
+        return state
+
+    def remove(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self._next = None
+
+
+# ------------------------------------------------------------------------------ the output lock
+class OutputLock:
+    """An exclusive lock on a results file for a run's whole life: the hidden file ``.NAME.lock``
+    beside it, locked with ``filelock`` (an OS file lock, released by the kernel when the holder
+    dies, so a crashed run never leaves a stale lock) and holding the holder's pid, host, start
+    time and command line. A second run on the same output gets :class:`OutputLockedError`
+    naming the holder."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(f".{self.path.name}.lock")
+        self._lock = None
+
+    def holder(self) -> dict:
+        try:
+            return json.loads(self.lock_path.read_text() or "{}")
+        except (OSError, ValueError):
+            return {}
+
+    def acquire(self) -> "OutputLock":
+        import filelock
+
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(str(self.lock_path), timeout=0)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            h = self.holder()
+            who = (f"pid {h.get('pid')} on {h.get('host')} since {h.get('since')} ({h.get('command', '?')})"
+                   if h else "another process")
+            raise OutputLockedError(f"{self.path} is being written by {who}; wait for it to finish, or choose "
+                                    "another --results_dir / --out") from None
+        self._lock = lock
+        info = {"pid": os.getpid(), "host": socket.gethostname(),
+                "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "command": " ".join(sys.argv)[:300]}
+        with open(self.lock_path, "r+") as fh:
+            fh.write(json.dumps(info))
+            fh.truncate()
+        return self
+
+    def release(self) -> None:
+        if self._lock is not None:
+            try:
+                with open(self.lock_path, "r+") as fh:
+                    fh.truncate()
+            except OSError:
+                pass
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> "OutputLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -55,7 +55,9 @@ def test_two_processes_equal_one(launcher, tiny_dir, tmp_path):
     name = "tiny-llama_tinystories_3.pkl"
     a, b = load_results(tmp_path / "one" / name), load_results(tmp_path / "two" / name)
     assert b["metadata"]["n_processes"] == 2 and b["metadata"]["complete"]
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [name]  # shards merged and removed
+    # shards merged and their sidecars removed; only the output's (hidden, empty) lock file stays beside it
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [f".{name}.lock", name]
+    assert (tmp_path / "two" / f".{name}.lock").read_text() == ""
     assert set(a) == set(b)
     for key in a:
         if key == "metadata":
@@ -66,3 +68,20 @@ def test_two_processes_equal_one(launcher, tiny_dir, tmp_path):
                 np.testing.assert_array_equal(x, y)
             else:
                 assert x == y
+
+
+def test_distributed_resume_of_a_complete_file_checks_the_identity(tiny_dir, tmp_path):
+    data = tmp_path / "s.jsonl"
+    data.write_text("".join(json.dumps({"text": s}) + "\n" for s in STORIES))
+    args = ["run_experiments_ts.py", str(tiny_dir), "tinystories", "--n_stories", "1", "--data_file", str(data),
+            "--batch_size", "8", "--no_progress", "--results_dir", str(tmp_path)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, *args, "--max_len", "2"], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert one.returncode == 0, one.stderr
+    out = tmp_path / "tiny-llama_tinystories_1.pkl"
+    before = out.read_bytes()
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    two = subprocess.run([torchrun, "--nproc_per_node", "2", *args, "--resume", "--max_len", "3", "--seed", "5"],
+                         cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert two.returncode != 0 and "settings differ" in two.stderr and "max_len: file 2 vs now 3" in two.stderr
+    assert "seed: file 0 vs now 5" in two.stderr and out.read_bytes() == before

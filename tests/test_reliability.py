@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from helpers import run_script
 from model_inspector.metrics import metrics_from_logits
-from model_inspector.storage import load_results
+from model_inspector.storage import PartsStore, load_results
 
 ROOT = Path(__file__).resolve().parents[1]
 STORIES = ["Tom had a red ball. He liked to play with it every day in the park.",
@@ -144,11 +144,12 @@ def test_killed_run_resumes_exactly(sig, tmp_path, stories_file):
     proc = subprocess.Popen([sys.executable, *map(str, args), "--results_dir", str(run_dir)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not out.exists() and time.time() < deadline and proc.poll() is None:
+    store = PartsStore(out)  # checkpoints go to the append-only sidecar; the .pkl is written at the end
+    while not store.parts() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
     os.kill(proc.pid, sig)
     _, err = proc.communicate(timeout=120)
-    partial = load_results(out)  # a complete, readable checkpoint whatever the signal
+    partial = load_results(out)  # every completed checkpoint is readable whatever the signal (SIGKILL: from the sidecar)
     n_partial = len(partial["entropy"])
     assert 0 < n_partial < 72, n_partial
     if sig != signal.SIGKILL:
@@ -161,6 +162,7 @@ def test_killed_run_resumes_exactly(sig, tmp_path, stories_file):
         for x, y in zip(a[key], b[key]):
             np.testing.assert_array_equal(x, y)
     assert a["text"] == b["text"] and a["prompt"] == b["prompt"]
+    assert not store.dir.exists() and not list(run_dir.glob("*.tmp"))  # the sidecar and temporaries are gone
 
 
 # ----------------------------------------------------------------------------------------- numbers
