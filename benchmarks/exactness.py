@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -51,7 +48,7 @@ def deviations(mi: ModelInspector, max_len: int) -> dict:
 
 
 def main():
-    from tiny_models import ARCHS, char_tokenizer, tiny_model
+    from model_inspector.testing import ARCHS, char_tokenizer, tiny_model
 
     out = {}
     tok = char_tokenizer()

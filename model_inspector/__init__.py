@@ -1,30 +1,53 @@
 """Entropy-Lens: entropy profiles of frozen transformer language models through the logit lens.
 
-* :mod:`model_inspector.lens` — resolve and apply the lens of any HF causal LM (:class:`LogitLens`).
-* :mod:`model_inspector.metrics` — streamed vocabulary metrics (entropy, Rényi, moments, KL, top-k).
+* :mod:`model_inspector.lens` — decode residual states through the model's own final norm and head (:class:`LogitLens`).
+* :mod:`model_inspector.architecture` — per-architecture knowledge (blocks, logit transforms, residual writers, BOS).
+* :mod:`model_inspector.metrics` — the metric registry and streamed vocabulary statistics.
 * :mod:`model_inspector.generation` — KV-cached, batched generation that profiles as it goes.
 * :mod:`model_inspector.profile` — typed results ``[prompt, token, layer]``.
+* :mod:`model_inspector.loading` — model loading (the original's ``model_manager``).
 * :class:`ModelInspector` — the user-facing object.
+
+Names are imported on first use, so ``import model_inspector`` (and every ``--help``) stays fast.
 """
 
-from .inspector import ModelInspector
-from .lens import LensResolutionError, LogitLens
-from .metrics import Metric, kl_divergence, metrics_from_logits, parse_metric, parse_metrics, window_mean
-from .profile import Profile, PromptProfile
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
 
-__all__ = [
-    "ModelInspector",
-    "LogitLens",
-    "LensResolutionError",
-    "Metric",
-    "parse_metric",
-    "parse_metrics",
-    "metrics_from_logits",
-    "kl_divergence",
-    "window_mean",
-    "Profile",
-    "PromptProfile",
-    "__version__",
-]
+__version__ = "0.2.0"
+
+#: public name -> module that defines it
+_LAZY = {
+    "ModelInspector": "inspector",
+    "LogitLens": "lens",
+    "LensSpec": "architecture",
+    "LensResolutionError": "architecture",
+    "Metric": "metrics",
+    "MetricKind": "metrics",
+    "register_metric": "metrics",
+    "parse_metric": "metrics",
+    "parse_metrics": "metrics",
+    "metrics_from_logits": "metrics",
+    "kl_divergence": "metrics",
+    "window_mean": "profile",
+    "Profile": "profile",
+    "PromptProfile": "profile",
+    "DecodeConfig": "decoding",
+    "Results": "results",
+    "UserError": "errors",
+}
+
+__all__ = [*_LAZY, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'model_inspector' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -15,12 +15,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
-__all__ = ["find_blocks", "text_config", "first_tensor", "discover_logit_transform", "hinted_logit_transforms",
+from .errors import UserError
+
+__all__ = ["LensSpec", "find_blocks", "text_config", "first_tensor", "discover_logit_transform", "hinted_logit_transforms",
            "find_residual_writers", "PREPEND_BOS", "BOS_POLICIES", "default_prepend_bos", "resolve_prepend_bos",
            "ATTENTION_NAMES", "MLP_NAMES", "LensResolutionError"]
 
@@ -72,6 +75,55 @@ def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
         )
     found.sort(key=lambda nm: (nm[0].count("."), len(nm[0])))
     return found[0]
+
+
+# ----------------------------------------------------------------------------- user overrides
+@dataclass(frozen=True)
+class LensSpec:
+    """Overrides of what :class:`~model_inspector.lens.LogitLens` resolves by itself, for models no
+    rule covers (like tuned-lens's ``final_norm=`` or nnterp's ``RenameConfig``). Each field left
+    ``None`` is resolved as usual; the lens still checks that it reproduces the model's logits.
+
+    * ``blocks``: the decoder blocks, a module path (``"transformer.h"``) or the ``ModuleList``;
+    * ``final``: the modules run after the last block, before the head: module paths or modules,
+      in order (``["model.norm"]``; ``[]`` for none);
+    * ``head``: the unembedding, a module path or module;
+    * ``transforms``: the elementwise maps of the head's output, ``[(name, fn), ...]`` (``[]``: none).
+    """
+
+    blocks: object = None
+    final: object = None
+    head: object = None
+    transforms: object = None
+
+    @staticmethod
+    def _module(model: nn.Module, ref) -> nn.Module:
+        if isinstance(ref, nn.Module):
+            return ref
+        try:
+            return model.get_submodule(str(ref))
+        except AttributeError:
+            raise LensResolutionError(f"{type(model).__name__} has no module {ref!r} (LensSpec)") from None
+
+    def resolve_blocks(self, model: nn.Module) -> tuple[str, nn.ModuleList]:
+        if self.blocks is None:
+            return find_blocks(model)
+        mod = self._module(model, self.blocks)
+        if not isinstance(mod, nn.ModuleList):
+            raise LensResolutionError(f"LensSpec(blocks={self.blocks!r}) is a {type(mod).__name__}, not a ModuleList")
+        name = self.blocks if isinstance(self.blocks, str) else next(
+            (n for n, m in model.named_modules() if m is mod), "blocks")
+        return name, mod
+
+    def resolve_head(self, model: nn.Module) -> nn.Module | None:
+        if self.head is not None:
+            return self._module(model, self.head)
+        return model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+
+    def resolve_final(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
+        names = {id(m): n for n, m in model.named_modules()}
+        return [(r if isinstance(r, str) else names.get(id(r), type(r).__name__), self._module(model, r))
+                for r in self.final]
 
 
 # ----------------------------------------------------------------------------- logit transforms
@@ -139,7 +191,6 @@ def discover_logit_transform(model: nn.Module, head: nn.Module, inputs: dict) ->
     identified as the identity, a scale, or ``A·tanh(B·x)`` (soft-capping, with a scale before or
     after it); the config's named transforms are used when they reproduce it. Raises
     :class:`LensResolutionError` when none fits (the message gives the best deviation)."""
-    import numpy as np
 
     seen = {}
 
@@ -320,7 +371,7 @@ def resolve_prepend_bos(policy, model_or_config) -> bool:
     if isinstance(policy, bool):
         return policy
     if policy not in BOS_POLICIES:
-        raise ValueError(f"prepend_bos must be one of {', '.join(BOS_POLICIES)} (got {policy!r})")
+        raise UserError(f"prepend_bos must be one of {', '.join(BOS_POLICIES)} (got {policy!r})")
     if policy == "auto":
         return default_prepend_bos(model_or_config)
     return policy == "always"

@@ -7,20 +7,20 @@ import os
 import sys
 from typing import Callable
 
+from .errors import UserError
+
 __all__ = ["run_main", "add_model_args", "add_generation_args", "add_data_args", "positive_int", "load_inspector",
            "run_settings"]
 
 
 def _user_errors() -> tuple:
-    from model_manager import ModelNotFoundError, ModelTableUpdateError
-
-    from .data import DataError
+    """What ``run_main`` reports as one line: :class:`~model_inspector.errors.UserError` (bad flags,
+    files, data, settings), the lens failing to resolve a model, an interrupted run, and operating-
+    system errors (paths, permissions, a full disk). Any other exception is a bug: it keeps its traceback."""
+    from .architecture import LensResolutionError
     from .experiment import RunInterrupted
-    from .lens import LensResolutionError
-    from .storage import OutputLockedError, ResultsFileError
 
-    return (ModelNotFoundError, ModelTableUpdateError, DataError, ResultsFileError, LensResolutionError,
-            RunInterrupted, OutputLockedError, FileExistsError, FileNotFoundError, OSError, ValueError)
+    return (UserError, LensResolutionError, RunInterrupted, OSError)
 
 
 def _message(exc: BaseException) -> str:
@@ -97,7 +97,7 @@ def run_settings(args) -> dict:
     """The settings of :func:`add_model_args` that are part of a run's identity: the dtype name and
     device type the model will be loaded with (resolved now, before loading), the lens budget and
     compile path. Keyword arguments for :class:`~model_inspector.experiment.RunConfig`."""
-    import model_manager
+    from . import loading as model_manager
 
     if args.device_map:
         device, dtype = None, (None if args.dtype == "auto" else str(model_manager.pick_dtype(args.dtype, None)))
@@ -120,7 +120,7 @@ def parse_max_memory(items) -> dict | None:
     for item in items:
         dev, sep, size = item.partition("=")
         if not sep:
-            raise ValueError(f"--max_memory entries look like 0=20GiB or cpu=64GiB (got {item!r})")
+            raise UserError(f"--max_memory entries look like 0=20GiB or cpu=64GiB (got {item!r})")
         out[int(dev) if dev.isdigit() else dev] = size
     return out
 
@@ -140,3 +140,40 @@ def load_inspector(args, device: str | None = None):
     return ModelInspector(args.model, device=args.device, dtype=args.dtype, device_map=device_map,
                           max_memory=parse_max_memory(args.max_memory), budget_bytes=args.budget_mb * 2**20,
                           compile=args.compile)
+
+
+#: ``entropy-lens`` subcommand -> module of :mod:`model_inspector.commands` (and the paper's script)
+COMMANDS = {
+    "profile-ts": ("profile_ts", "run_experiments_ts.py", "TinyStories task identification profiles"),
+    "profile-mmlu": ("profile_mmlu", "run_experiments.py", "MMLU correctness profiles"),
+    "evaluate": ("evaluate", "run_tests.py", "k-NN evaluation of a results file"),
+    "formats": ("formats", "generate_format_dataset.py", "output-format profiles"),
+    "classify-formats": ("classify_formats", "classify_formats.py", "k-NN classification of output formats"),
+}
+
+
+def main(argv=None) -> None:
+    """The ``entropy-lens`` command: ``entropy-lens SUBCOMMAND [flags]`` (``--help`` per subcommand)."""
+    import importlib
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        from . import __version__
+
+        width = max(map(len, COMMANDS))
+        rows = "\n".join(f"  {name:<{width}}  {desc} (= python3 {script})" for name, (_, script, desc) in COMMANDS.items())
+        print(f"usage: entropy-lens SUBCOMMAND [flags]     (entropy-lens {__version__})\n\nsubcommands:\n{rows}\n\n"
+              "entropy-lens SUBCOMMAND --help lists its flags.")
+        sys.exit(0 if argv else 2)
+    if argv[0] in ("-V", "--version"):
+        from . import __version__
+
+        print(f"entropy-lens {__version__}")
+        sys.exit(0)
+    if argv[0] not in COMMANDS:
+        print(f"error: unknown subcommand {argv[0]!r}; choose one of {', '.join(COMMANDS)} (entropy-lens --help)",
+              file=sys.stderr)
+        sys.exit(2)
+    module = importlib.import_module(f".commands.{COMMANDS[argv[0]][0]}", __package__)
+    sys.argv[0] = f"entropy-lens {argv[0]}"
+    run_main(lambda: module.main(argv[1:]))

@@ -20,10 +20,12 @@ from typing import Callable
 
 import numpy as np
 
+from .errors import UserError
+
 __all__ = ["DataError", "Story", "MMLUQuestion", "read_records", "load_tinystories", "load_mmlu", "parse_rows"]
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A data file or dataset request is unusable (the message says how to fix it)."""
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import UserError
 from .experiment import merge_shards, preflight_output, run_profiling, shard_path, shard_stores
 from .storage import OutputLock, OutputLockedError, load_results, save_results
 
@@ -47,7 +48,7 @@ def _finish_cut_merge(samples, cfg, out_path: Path, *, resume: bool, overwrite: 
                               "or --overwrite to start again")
     complete = len(stores) == world and all(s.read_meta().get("complete") for s in stores)
     if not complete:
-        raise ValueError(f"{out_path} has unfinished shards of a {world}-process run; resume it with {world} "
+        raise UserError(f"{out_path} has unfinished shards of a {world}-process run; resume it with {world} "
                          f"processes (torchrun --nproc_per_node {world} ...) or pass --overwrite")
     identity = cfg.identity(samples)
     for s in stores:

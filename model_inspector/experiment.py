@@ -33,11 +33,21 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .architecture import BOS_POLICIES
+from .decoding import DecodeConfig
+from .errors import UserError
 from .identity import IdentityMismatch, RunIdentity, fingerprint_path, fingerprint_samples
 from .metrics import parse_metrics
-from .storage import (FORMAT, FORMAT_VERSION, OutputLock, PartsStore, ResultsFileError, concat_rows, load_results,
-                      n_samples, remove_stale_temporaries, save_results)
+from .storage import (
+    FORMAT,
+    FORMAT_VERSION,
+    OutputLock,
+    PartsStore,
+    ResultsFileError,
+    load_results,
+    n_samples,
+    remove_stale_temporaries,
+    save_results,
+)
 from .tasks import Sample
 
 __all__ = ["RunConfig", "RunInterrupted", "RunStorageError", "run_profiling", "library_versions", "model_label",
@@ -78,24 +88,27 @@ class RunConfig:
 
     def __post_init__(self):
         if not isinstance(self.max_len, int) or self.max_len < 1:
-            raise ValueError(f"--max_len must be a positive integer (got {self.max_len})")
+            raise UserError(f"--max_len must be a positive integer (got {self.max_len})")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"--batch_size must be a positive integer (got {self.batch_size})")
-        if self.prepend_bos not in BOS_POLICIES:
-            raise ValueError(f"--prepend_bos must be one of {', '.join(BOS_POLICIES)} (got {self.prepend_bos!r})")
-        if self.sample and not self.temperature > 0:
-            raise ValueError(f"--temperature must be > 0 (got {self.temperature})")
+            raise UserError(f"--batch_size must be a positive integer (got {self.batch_size})")
         self.metrics = parse_metrics(self.metrics)
+        self.decode  # validates the decoding settings once
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d["metrics"] = [m.key for m in self.metrics]
         return d
 
+    @property
+    def decode(self) -> DecodeConfig:
+        """The run's decoding, as one object (validated when the config is made)."""
+        return DecodeConfig(max_len=self.max_len, sample=self.sample, temperature=self.temperature, seed=self.seed,
+                            chat_template=self.chat_template, prepend_bos=self.prepend_bos)
+
     def identity(self, samples: Sequence[Sample]) -> RunIdentity:
         """The run identity known before loading: the model is resolved and fingerprinted from its
         files where they exist (``None`` until then)."""
-        import model_manager
+        from . import loading as model_manager
 
         ref, local = model_manager.model_source(self.model, self.revision)
         return RunIdentity(
@@ -111,7 +124,7 @@ class RunConfig:
 def loaded_identity(identity: RunIdentity, cfg: RunConfig, mi) -> RunIdentity:
     """Fill the fields known once the model is loaded; a requested dtype/device that the loaded
     model does not have is an error."""
-    import model_manager
+    from . import loading as model_manager
 
     dtype = str(mi.dtype).replace("torch.", "")
     device = mi.device.type
@@ -188,11 +201,11 @@ def _sigterm_as_interrupt():
 def _check_inputs(rows: dict, samples: Sequence[Sample], batch_size: int, path: Path) -> int:
     done = n_samples(rows)
     if done > len(samples):
-        raise ValueError(f"cannot resume {path}: it holds {done} samples but this run has only {len(samples)}")
+        raise UserError(f"cannot resume {path}: it holds {done} samples but this run has only {len(samples)}")
     if rows.get("input", [])[:done] != [s.text for s in samples[:done]]:
-        raise ValueError(f"cannot resume {path}: its prompts differ from this run's (other data or order)")
+        raise UserError(f"cannot resume {path}: its prompts differ from this run's (other data or order)")
     if done % batch_size and done != len(samples):
-        raise ValueError(f"cannot resume {path}: {done} samples is not a whole number of batches")
+        raise UserError(f"cannot resume {path}: {done} samples is not a whole number of batches")
     return done
 
 
@@ -263,9 +276,9 @@ def run_profiling(
     file. Returns the results dict."""
     out_path = Path(out_path)
     if update_steps is None or update_steps < 1:
-        raise ValueError(f"--update_steps must be a positive integer (got {update_steps})")
+        raise UserError(f"--update_steps must be a positive integer (got {update_steps})")
     if not samples:
-        raise ValueError("no samples to profile (all skipped or none requested)")
+        raise UserError("no samples to profile (all skipped or none requested)")
     preflight_output(out_path)
     identity = cfg.identity(samples)
     store = PartsStore(out_path)
@@ -311,10 +324,11 @@ def _run(samples, cfg, out_path, store, identity, rows, old_meta, *, load_inspec
               "skipped")
         samples = [s for i, s in enumerate(samples) if i not in long]
         if not samples:
-            raise ValueError("every prompt is longer than the model's context; lower --max_len or use shorter prompts")
+            raise UserError("every prompt is longer than the model's context; lower --max_len or use shorter prompts")
     meta["n_skipped_context"] = len(long)
     meta["n_total"] = len(samples)
     meta["shard"] = [rank, world]
+    decode = cfg.decode
     starts = [s for j, s in enumerate(range(0, len(samples), cfg.batch_size)) if j % world == rank]
     own = [samples[i] for s in starts for i in range(s, min(s + cfg.batch_size, len(samples)))]
     done = _check_inputs(rows, own, cfg.batch_size, out_path) if n_samples(rows) else 0
@@ -347,11 +361,8 @@ def _run(samples, cfg, out_path, store, identity, rows, old_meta, *, load_inspec
         with _sigterm_as_interrupt(), _storage_errors(out_path, store, n_safe):
             for start in starts:
                 batch = list(samples[start : start + cfg.batch_size])
-                prof = mi.profile([s.text for s in batch], max_len=cfg.max_len, metrics=cfg.metrics,
-                                  batch_size=len(batch), sample=cfg.sample, temperature=cfg.temperature,
-                                  seed=cfg.seed, first_index=start, chat_template=cfg.chat_template,
-                                  prepend_bos=cfg.prepend_bos,
-                                  check_context=False)  # too long prompts were skipped above
+                prof = mi.profile([s.text for s in batch], decode, metrics=cfg.metrics, batch_size=len(batch),
+                                  first_index=start, check_context=False)  # too long prompts were skipped above
                 for i, s in enumerate(batch):
                     fields = fields_fn(prof, i)
                     labels = {"model": model_label(cfg.model), **s.labels}
@@ -418,7 +429,7 @@ def merge_shards(out_path: str | Path, world: int, batch_size: int, *, save=save
     metas = [s.read_meta() for s in stores]
     incomplete = [str(s.dir) for s, m in zip(stores, metas) if not m.get("complete")]
     if incomplete:
-        raise ValueError(f"cannot merge: shard(s) {', '.join(incomplete)} are incomplete; rerun with --resume "
+        raise UserError(f"cannot merge: shard(s) {', '.join(incomplete)} are incomplete; rerun with --resume "
                          f"with {world} processes")
     ids = {json.dumps(m.get("identity"), sort_keys=True) for m in metas}
     if len(ids) != 1:

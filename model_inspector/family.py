@@ -10,6 +10,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from .errors import UserError
+from .evaluation import separation_score  # noqa: F401 - one home for evaluations; re-exported here
+
 __all__ = ["sample_profiles", "cached_profiles", "resample_depth", "align_profiles", "embed", "separation_score",
            "plot_family_profiles", "plot_embedding"]
 
@@ -19,7 +22,7 @@ def sample_profiles(inspector, n_samples: int = 64, n_tokens: int = 32, temperat
     """``[n_samples, L]``: mean entropy (nats) over ``n_tokens`` tokens sampled at ``temperature``
     from a prompt made of the BOS token alone (the paper: 64 x 32 at 0.7)."""
     if n_samples < 1 or n_tokens < 1:
-        raise ValueError(f"n_samples and n_tokens must be >= 1 (got {n_samples}, {n_tokens})")
+        raise UserError(f"n_samples and n_tokens must be >= 1 (got {n_samples}, {n_tokens})")
     prof = inspector.profile([""] * n_samples, max_len=n_tokens, sample=True, temperature=temperature, seed=seed,
                              batch_size=batch_size, metrics=["shannon"] if metric == "entropy" else [metric])
     return prof.mean_profile(metric)
@@ -49,11 +52,11 @@ def resample_depth(profiles: np.ndarray, n_points: int = 48, method: str = "inte
     n_layers = profiles.shape[-1]
     if method == "zero_pad":
         if n_layers > n_points:
-            raise ValueError(f"cannot zero-pad {n_layers} layers to {n_points}")
+            raise UserError(f"cannot zero-pad {n_layers} layers to {n_points}")
         pad = [(0, 0)] * (profiles.ndim - 1) + [(0, n_points - n_layers)]
         return np.pad(profiles, pad)
     if method != "interpolate":
-        raise ValueError(f"unknown method {method!r}; use interpolate or zero_pad")
+        raise UserError(f"unknown method {method!r}; use interpolate or zero_pad")
     src = (np.arange(n_layers) + 1) / n_layers
     grid = (np.arange(n_points) + 1) / n_points
     flat = profiles.reshape(-1, n_layers)
@@ -78,34 +81,11 @@ def embed(X: np.ndarray, method: str = "tsne", perplexity: float = 20, seed: int
 
         return PCA(n_components=2, random_state=seed).fit_transform(X)
     if method != "tsne":
-        raise ValueError(f"unknown method {method!r}; use tsne or pca")
+        raise UserError(f"unknown method {method!r}; use tsne or pca")
     from sklearn.manifold import TSNE
 
     perp = min(perplexity, max(1.0, (len(X) - 1) / 3))
     return TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed, max_iter=max(250, max_iter)).fit_transform(X)
-
-
-def separation_score(X: np.ndarray, families, k: int = 5, n_splits: int = 5, seed: int = 42) -> dict:
-    """How well profiles separate by family: silhouette (Euclidean, in [-1, 1]) and k-NN family
-    accuracy in stratified CV (mean and std over folds, with the majority-class rate for reference)."""
-    from sklearn.metrics import silhouette_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.neighbors import KNeighborsClassifier
-
-    X = np.asarray(X, dtype=np.float64)
-    y = np.asarray(families)
-    classes, counts = np.unique(y, return_counts=True)
-    if len(classes) < 2:
-        raise ValueError("separation needs at least two families")
-    folds = int(min(n_splits, counts.min()))
-    if folds < 2:
-        raise ValueError(f"family {classes[counts.argmin()]!r} has {counts.min()} profile(s); need >= 2 per family")
-    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    kk = max(1, min(k, int(len(y) * (folds - 1) / folds) - 1))
-    acc = cross_val_score(KNeighborsClassifier(n_neighbors=kk), X, y, cv=cv)
-    return {"silhouette": float(silhouette_score(X, y)), "knn_accuracy": float(acc.mean()),
-            "knn_accuracy_std": float(acc.std()), "chance_accuracy": float(counts.max() / counts.sum()),
-            "n_profiles": int(len(y)), "n_families": int(len(classes)), "folds": folds, "k": kk}
 
 
 def plot_family_profiles(by_model: dict, families: dict, *, ylabel: str = "entropy [nats]"):

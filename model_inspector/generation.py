@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from transformers import GenerationConfig
 
+from .decoding import DecodeConfig
+from .errors import UserError
 from .lens import LogitLens
 from .metrics import DEFAULT_BUDGET_BYTES, parse_metrics
 from .profile import Profile, PromptProfile
@@ -38,7 +40,7 @@ def _fallback_token(tokenizer) -> int:
         tid = getattr(tokenizer, name, None)
         if tid is not None:
             return int(tid)
-    raise ValueError("the tokenizer has no BOS, EOS or pad token to use for an empty prompt")
+    raise UserError("the tokenizer has no BOS, EOS or pad token to use for an empty prompt")
 
 
 def encode_prompts(tokenizer, prompts: Sequence[str], *, chat_template: bool = False, prepend_bos: bool | None = None,
@@ -56,7 +58,7 @@ def encode_prompts(tokenizer, prompts: Sequence[str], *, chat_template: bool = F
     for p in prompts:
         if chat_template:
             if not getattr(tokenizer, "chat_template", None):
-                raise ValueError("--chat_template: this tokenizer has no chat template")
+                raise UserError("--chat_template: this tokenizer has no chat template")
             ids = tokenizer.apply_chat_template(
                 [{"role": "user", "content": p}], tokenize=True, add_generation_prompt=True
             )
@@ -105,49 +107,37 @@ def generate_profiles(
     tokenizer,
     lens: LogitLens,
     prompts: Sequence[str],
+    decode: DecodeConfig,
     *,
-    max_len: int,
     metrics=("shannon",),
     batch_size: int = 8,
-    sample: bool = False,
-    temperature: float = 1.0,
-    seed: int | None = None,
     first_index: int = 0,
-    stop_at_eos: bool = False,
     keep_residuals: bool = False,
-    top_k: int = 0,
-    chat_template: bool = False,
     prepend_bos: bool | None = None,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
     on_batch: Callable[[Profile, int], None] | None = None,
 ) -> Profile:
-    """Generate ``max_len`` tokens for every prompt and profile every layer at every step.
+    """Generate ``decode.max_len`` tokens for every prompt and profile every layer at every step.
 
-    ``first_index`` is the global index of ``prompts[0]`` (for per-batch seeds when a run is
-    split or resumed). ``on_batch(profile_of_batch, first_index_of_batch)`` is called after each
-    batch. Returns a :class:`Profile` with arrays ``[prompt, token, layer]``.
+    ``decode``: the :class:`~model_inspector.decoding.DecodeConfig` (validated already);
+    ``prepend_bos``: its BOS policy resolved for this model (``True``/``False``; ``None``: the
+    tokenizer's own behaviour). ``first_index`` is the global index of ``prompts[0]`` (for per-batch
+    seeds when a run is split or resumed). ``on_batch(profile_of_batch, first_index_of_batch)`` is
+    called after each batch. Returns a :class:`Profile` with arrays ``[prompt, token, layer]``.
     """
     metrics = parse_metrics(metrics)
-    if not isinstance(max_len, (int, np.integer)) or max_len < 1:
-        raise ValueError(f"max_len must be an integer >= 1 (got {max_len!r})")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1 (got {batch_size!r})")
-    if sample and not (temperature > 0):
-        raise ValueError(f"temperature must be > 0 when sampling (got {temperature!r})")
-    if top_k and (not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be an integer >= 1 (got {top_k!r})")
+        raise UserError(f"batch_size must be an integer >= 1 (got {batch_size!r})")
     prompts = list(prompts)
     if not prompts:
-        raise ValueError("no prompts given")
+        raise UserError("no prompts given")
     parts = []
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]
         part = _generate_batch(
-            model, tokenizer, lens, batch, max_len=max_len, metrics=metrics, sample=sample,
-            temperature=temperature,
-            seed=None if seed is None else batch_seed(seed, first_index + start),
-            stop_at_eos=stop_at_eos, keep_residuals=keep_residuals, top_k=top_k,
-            chat_template=chat_template, prepend_bos=prepend_bos, budget_bytes=budget_bytes,
+            model, tokenizer, lens, batch, decode, metrics=metrics,
+            seed=None if decode.seed is None else batch_seed(decode.seed, first_index + start),
+            keep_residuals=keep_residuals, prepend_bos=prepend_bos, budget_bytes=budget_bytes,
         )
         if on_batch is not None:
             on_batch(part, first_index + start)
@@ -155,8 +145,10 @@ def generate_profiles(
     return Profile.concat(parts)
 
 
-def _generate_batch(model, tokenizer, lens, prompts, *, max_len, metrics, sample, temperature, seed,
-                    stop_at_eos, keep_residuals, top_k, chat_template, prepend_bos, budget_bytes) -> Profile:
+def _generate_batch(model, tokenizer, lens, prompts, decode: DecodeConfig, *, metrics, seed, keep_residuals,
+                    prepend_bos, budget_bytes) -> Profile:
+    max_len, sample, temperature = decode.max_len, decode.sample, decode.temperature
+    stop_at_eos, top_k, chat_template = decode.stop_at_eos, decode.keep_top_tokens, decode.chat_template
     enc = encode_prompts(tokenizer, prompts, chat_template=chat_template, prepend_bos=prepend_bos,
                          device=_input_device(model))
     eos = tokenizer.eos_token_id

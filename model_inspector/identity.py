@@ -15,6 +15,8 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from .errors import UserError
+
 __all__ = ["RunIdentity", "fingerprint_path", "fingerprint_samples", "IdentityMismatch"]
 
 #: Files up to this size are hashed whole; larger ones by their size and 16 blocks of 64 KiB.
@@ -22,7 +24,7 @@ _WHOLE = 4 * 2**20
 _BLOCK = 64 * 2**10
 
 
-class IdentityMismatch(ValueError):
+class IdentityMismatch(UserError):
     """An existing results file was made with other settings (the message names each difference)."""
 
 

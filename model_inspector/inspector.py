@@ -9,6 +9,8 @@ import torch
 from torch import nn
 
 from .architecture import LensResolutionError, find_residual_writers, resolve_prepend_bos
+from .decoding import DecodeConfig
+from .errors import UserError
 from .generation import encode_prompts, generate_profiles, prompt_profiles
 from .lens import LogitLens, text_config
 from .metrics import DEFAULT_BUDGET_BYTES, Metric, metrics_from_logits, parse_metrics, window_mean
@@ -40,25 +42,27 @@ class ModelInspector:
     ``budget_bytes``: memory budget for the vocabulary-chunk temporaries of the lens.
     ``compile``: fuse the lens's vocabulary reductions with ``torch.compile`` (faster after a
     one-off compilation of seconds; see the README's Performance section).
+    ``lens_spec``: a :class:`~model_inspector.architecture.LensSpec` overriding the lens's resolution
+    (blocks, final modules, head, logit transforms) for models no rule covers.
     """
 
     def __init__(self, model_name_or_model, tokenizer=None, device="auto", dtype="auto", *, device_map=None,
                  max_memory=None, verify: bool = True, budget_bytes: int = DEFAULT_BUDGET_BYTES,
-                 compile: bool = False):
+                 compile: bool = False, lens_spec=None):
         if isinstance(model_name_or_model, nn.Module):
             if tokenizer is None:
-                raise ValueError("pass the model's tokenizer along with a model object")
+                raise UserError("pass the model's tokenizer along with a model object")
             self.model, self.tokenizer = model_name_or_model, tokenizer
             self.model.eval()
             self.name = getattr(self.model.config, "_name_or_path", type(self.model).__name__)
         else:
-            import model_manager  # the seam: loading lives in model_manager.py
+            from . import loading as model_manager  # the seam: loading lives in loading.py
 
             self.model, self.tokenizer = model_manager.load_model(
                 str(model_name_or_model), device=device, dtype=dtype, device_map=device_map, max_memory=max_memory
             )
             self.name = str(model_name_or_model)
-        self.lens = LogitLens(self.model, verify=verify, compile=compile)
+        self.lens = LogitLens(self.model, verify=verify, compile=compile, spec=lens_spec)
         self.budget_bytes = budget_bytes
         self._scalings: dict[tuple[int, str], torch.utils.hooks.RemovableHandle] = {}
         # traced now, before any scaling hook can change what the trace sees
@@ -125,29 +129,36 @@ class ModelInspector:
         return self.lens.head.weight.dtype
 
     # ------------------------------------------------------------------ modern API
-    def profile(self, prompts: Sequence[str] | str, *, max_len: int = 32, metrics=("shannon",), batch_size: int = 8,
-                sample: bool = False, temperature: float = 1.0, seed: int | None = None, stop_at_eos: bool = False,
-                keep_residuals: bool = False, top_k: int = 0, chat_template: bool = False, first_index: int = 0,
-                on_batch=None, check_context: bool = True, prepend_bos="auto") -> Profile:
+    def profile(self, prompts: Sequence[str] | str, decode: DecodeConfig | None = None, *, max_len: int = 32,
+                metrics=("shannon",), batch_size: int = 8, sample: bool = False, temperature: float = 1.0,
+                seed: int | None = None, stop_at_eos: bool = False, keep_residuals: bool = False,
+                keep_top_tokens: int = 0, top_k: int | None = None, chat_template: bool = False,
+                first_index: int = 0, on_batch=None, check_context: bool = True, prepend_bos="auto") -> Profile:
         """Generate ``max_len`` tokens per prompt and profile every layer at every step.
 
+        Decoding is one :class:`~model_inspector.decoding.DecodeConfig`: pass it as ``decode``, or its
+        fields as keywords (``max_len``, ``sample``, ``temperature``, ``seed``, ``stop_at_eos``,
+        ``chat_template``, ``prepend_bos`` — ``auto`` is TransformerLens's choice for the model family,
+        as the original —, ``keep_top_tokens``; ``top_k`` is the older name of ``keep_top_tokens``).
         Returns a :class:`Profile`: ``.entropy`` and the other metrics ``[prompt, token, layer]``,
         ``.texts`` (generated text), ``.token_ids`` ``[prompt, token]``. A prompt that does not fit the
-        context with ``max_len`` raises ``ValueError`` (``check_context=False``: the caller has checked).
-        ``prepend_bos``: ``auto`` (TransformerLens's choice for the model family, as the original),
-        ``always`` or ``never``."""
+        context with ``max_len`` raises ``UserError`` (``check_context=False``: the caller has checked)."""
+        if decode is None:
+            decode = DecodeConfig(max_len=max_len, sample=sample, temperature=temperature, seed=seed,
+                                  stop_at_eos=stop_at_eos, chat_template=chat_template, prepend_bos=prepend_bos,
+                                  keep_top_tokens=keep_top_tokens if top_k is None else top_k)
         if isinstance(prompts, str):
             prompts = [prompts]
-        bos = self.prepend_bos(prepend_bos)
-        long = self.too_long(prompts, max_len, chat_template, bos) if check_context and self.context_length else []
+        bos = self.prepend_bos(decode.prepend_bos)
+        long = (self.too_long(prompts, decode.max_len, decode.chat_template, bos)
+                if check_context and self.context_length else [])
         if long:
-            raise ValueError(f"prompt {first_index + long[0]} (and {len(long) - 1} more) does not fit the model's "
-                             f"context of {self.context_length} tokens with max_len={max_len}; shorten it")
+            raise UserError(f"prompt {first_index + long[0]} (and {len(long) - 1} more) does not fit the model's "
+                            f"context of {self.context_length} tokens with max_len={decode.max_len}; shorten it")
         return generate_profiles(
-            self.model, self.tokenizer, self.lens, prompts, max_len=max_len, metrics=metrics,
-            batch_size=batch_size, sample=sample, temperature=temperature, seed=seed, first_index=first_index,
-            stop_at_eos=stop_at_eos, keep_residuals=keep_residuals, top_k=top_k, chat_template=chat_template,
-            prepend_bos=bos, budget_bytes=self.budget_bytes, on_batch=on_batch,
+            self.model, self.tokenizer, self.lens, prompts, decode, metrics=metrics, batch_size=batch_size,
+            first_index=first_index, keep_residuals=keep_residuals, prepend_bos=bos, budget_bytes=self.budget_bytes,
+            on_batch=on_batch,
         )
 
     def profile_prompt(self, prompts: Sequence[str] | str, *, metrics=("shannon",), batch_size: int = 8,
@@ -164,7 +175,7 @@ class ModelInspector:
                                   verbose: bool = True, sample: bool = False, temperature: float = 1.0):
         """Returns ``(prompt + generated text, activations [T, L, d_model] float32 numpy)``."""
         if layer_name != "hook_resid_post":
-            raise ValueError(f"layer_name {layer_name!r} is not supported: profiles use 'hook_resid_post'")
+            raise UserError(f"layer_name {layer_name!r} is not supported: profiles use 'hook_resid_post'")
         prof = self.profile([prompt], max_len=max_len, sample=sample, temperature=temperature, keep_residuals=True)
         text = prompt + prof.texts[0]
         if verbose:
@@ -174,7 +185,7 @@ class ModelInspector:
     def _as_tensor(self, activations) -> torch.Tensor:
         x = torch.as_tensor(np.asarray(activations) if not isinstance(activations, torch.Tensor) else activations)
         if x.shape[-1] != self.d_model:
-            raise ValueError(f"activations end in {x.shape[-1]}, expected d_model={self.d_model} ([..., layer, d_model])")
+            raise UserError(f"activations end in {x.shape[-1]}, expected d_model={self.d_model} ([..., layer, d_model])")
         return x.to(self.device)
 
     def decode_activations(self, activations) -> torch.Tensor:
@@ -186,7 +197,7 @@ class ModelInspector:
         metric = parse_metrics([metric])[0]
         x = self._as_tensor(activations)
         if x.dim() != 3:
-            raise ValueError(f"activations must be [T, layer, d_model] (got shape {tuple(x.shape)})")
+            raise UserError(f"activations must be [T, layer, d_model] (got shape {tuple(x.shape)})")
         vals = self.lens.metrics(x, [metric], budget_bytes=self.budget_bytes)[metric.key]  # [T, L]
         return window_mean(vals.cpu().numpy(), num_windows, axis=0)
 
@@ -214,7 +225,7 @@ class ModelInspector:
         """Shannon entropy (nats) ``[batch, num_windows, layer]`` of activations ``[batch, T, layer, d]``."""
         x = self._as_tensor(activations)
         if x.dim() != 4:
-            raise ValueError(f"activations must be [batch, T, layer, d_model] (got shape {tuple(x.shape)})")
+            raise UserError(f"activations must be [batch, T, layer, d_model] (got shape {tuple(x.shape)})")
         vals = self.lens.metrics(x, ["shannon"], budget_bytes=self.budget_bytes)["entropy"]
         return window_mean(vals.cpu().numpy(), num_windows, axis=1)
 
@@ -232,31 +243,31 @@ class ModelInspector:
 
     def _anchor_ids(self, anchors) -> torch.Tensor:
         if anchors is None or len(anchors) == 0:
-            raise ValueError("anchors must list at least one token (ids or single-token strings)")
+            raise UserError("anchors must list at least one token (ids or single-token strings)")
         ids = []
         for a in anchors:
             if isinstance(a, str):
                 toks = self.tokenizer(a, add_special_tokens=False)["input_ids"]
                 if len(toks) != 1:
-                    raise ValueError(f"anchor {a!r} is {len(toks)} tokens; give single tokens or ids")
+                    raise UserError(f"anchor {a!r} is {len(toks)} tokens; give single tokens or ids")
                 a = toks[0]
             a = int(a)
             if not 0 <= a < self.d_vocab:
-                raise ValueError(f"anchor id {a} is outside the vocabulary [0, {self.d_vocab})")
+                raise UserError(f"anchor id {a} is outside the vocabulary [0, {self.d_vocab})")
             ids.append(a)
         return torch.tensor(sorted(set(ids)), device=self.device)
 
     # ------------------------------------------------------------------ interventions
     def _hook_module(self, block: int, hook: str) -> nn.Module:
         if not isinstance(block, int) or not 0 <= block < self.n_layers:
-            raise ValueError(f"block must be an integer in [0, {self.n_layers}) (got {block!r})")
+            raise UserError(f"block must be an integer in [0, {self.n_layers}) (got {block!r})")
         blk = self.lens.blocks[block]
         if hook not in HOOKS:
-            raise ValueError(f"unknown hook {hook!r}; use {', '.join(HOOKS)}")
+            raise UserError(f"unknown hook {hook!r}; use {', '.join(HOOKS)}")
         if hook == "hook_resid_post":
             return blk
         if isinstance(self._writers, Exception):
-            raise ValueError(f"{hook} is not available for this model: {self._writers}")
+            raise UserError(f"{hook} is not available for this model: {self._writers}")
         return blk.get_submodule(self._writers[hook])
 
     def residual_writers(self) -> dict[str, str]:

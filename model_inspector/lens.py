@@ -23,14 +23,19 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 from torch import nn
 
-from .architecture import (LensResolutionError, discover_logit_transform, find_blocks, first_tensor,
-                           text_config)
+from .architecture import (
+    LensResolutionError,
+    LensSpec,
+    discover_logit_transform,
+    find_blocks,
+    first_tensor,
+    text_config,
+)
 from .metrics import DEFAULT_BUDGET_BYTES, chunk_size_for, stream_metrics, top_k_from_chunks
 
 __all__ = ["LogitLens", "LensResolutionError", "find_blocks", "text_config"]
@@ -42,45 +47,43 @@ def _module_device(mod: nn.Module, default: torch.device) -> torch.device:
     return default
 
 
-@dataclass
 class LogitLens:
     """Decode residual states ``[..., d_model]`` into next-token logits ``[..., vocab]``.
 
     Attributes (resolved at construction): ``blocks`` (the decoder ``ModuleList``), ``block_path``,
     ``post_block`` (list of ``(name, module)`` run in order after the last block), ``head`` (the
-    unembedding module), ``post_head`` (names of elementwise logit transforms; ``transforms``
-    overrides their discovery with ``[(name, fn), ...]``), ``n_layers``,
-    ``d_model``, ``vocab_size``. ``compile=True`` fuses the per-chunk reductions with
-    ``torch.compile`` (measured: the reduction 9x faster on CPU; needs a C++ compiler or triton).
+    unembedding module), ``post_head`` (names of elementwise logit transforms), ``n_layers``,
+    ``d_model``, ``vocab_size``. ``spec`` (:class:`~model_inspector.architecture.LensSpec`) overrides
+    any of blocks, post-block modules, head and transforms for models no rule covers (``transforms=``
+    alone is a shortcut for ``LensSpec(transforms=...)``); the check that the lens reproduces the
+    model's own logits still runs. ``compile=True`` fuses the per-chunk reductions with
+    ``torch.compile`` (needs a C++ compiler or triton).
     """
 
-    model: nn.Module
-    verify: bool = True
-    atol: float = 1e-4
-    compile: bool = False
-    transforms: list | None = None
-    blocks: nn.ModuleList = field(init=False)
-    block_path: str = field(init=False)
-    post_block: list = field(init=False)
-    head: nn.Module = field(init=False)
-    post_head: list = field(init=False)
-
-    def __post_init__(self):
-        model = self.model
-        self.block_path, self.blocks = find_blocks(model)
-        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    def __init__(self, model: nn.Module, *, verify: bool = True, atol: float = 1e-4, compile: bool = False,
+                 spec: LensSpec | None = None, transforms: list | None = None):
+        self.model, self.verify, self.atol, self.compile = model, verify, atol, compile
+        spec = spec or LensSpec()
+        if transforms is not None:
+            spec = LensSpec(blocks=spec.blocks, final=spec.final, head=spec.head, transforms=transforms)
+        self.spec = spec
+        self.block_path, self.blocks = spec.resolve_blocks(model)
+        head = spec.resolve_head(model)
         if head is None or getattr(head, "weight", None) is None:
             raise LensResolutionError(
                 f"{type(model).__name__}: get_output_embeddings() gave no module with a weight "
-                "(the unembedding could not be resolved)"
+                "(the unembedding could not be resolved; pass LensSpec(head=...))"
             )
         self.head = head
-        self._transforms = (list(self.transforms) if self.transforms is not None
+        self._transforms = (list(spec.transforms) if spec.transforms is not None
                             else discover_logit_transform(model, head, self._probe_inputs()))
         self.post_head = [name for name, _ in self._transforms]
-        self.post_block = self._trace_post_block()
+        self.post_block = spec.resolve_final(model) if spec.final is not None else self._trace_post_block()
         if self.verify:
             self.check()
+
+    def __repr__(self) -> str:
+        return f"LogitLens({type(self.model).__name__}: {self.describe()})"
 
     # ----------------------------------------------------------------- resolution
     def _probe_inputs(self, length: int = 6) -> dict:

@@ -36,15 +36,21 @@ The streamed identities: with running max ``m``, ``s = sum exp(x - m)``,
 from __future__ import annotations
 
 import math
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
-import numpy as np
 import torch
+
+from .errors import UserError
 
 __all__ = [
     "Metric",
+    "MetricKind",
+    "Needs",
+    "Stats",
+    "REGISTRY",
+    "register_metric",
+    "unregister_metric",
     "parse_metric",
     "parse_metrics",
     "stream_metrics",
@@ -59,18 +65,6 @@ __all__ = [
 #: Default memory budget (bytes) for the temporaries of one vocabulary chunk.
 DEFAULT_BUDGET_BYTES = 256 * 2**20
 
-_KINDS = ("shannon", "renyi", "moment", "shannon_thresholded", "moment_thresholded", "shannon_top_p", "kl_final")
-_ALIASES = {
-    "entropy": ("shannon", None),
-    "shannon": ("shannon", None),
-    "min_entropy": ("renyi", math.inf),
-    "kl_final": ("kl_final", None),
-    "entropy_thresholded": ("shannon_thresholded", None),
-    "shannon_thresholded": ("shannon_thresholded", None),
-    "thresholded_entropy": ("shannon_thresholded", None),
-}
-
-
 def _fmt(x: float) -> str:
     """Exact and short: whole numbers without ``.0`` (``2``), others as ``repr`` (``0.1234561``)."""
     if math.isinf(x):
@@ -79,65 +73,112 @@ def _fmt(x: float) -> str:
     return str(int(x)) if x.is_integer() and abs(x) < 1e16 else repr(x)
 
 
+# ------------------------------------------------------------------------------------- the registry
+@dataclass(frozen=True)
+class Needs:
+    """The streamed statistics a metric needs from the first pass over the vocabulary:
+    ``orders`` (sums of ``p^a``), ``orders64`` (the same, accumulated in float64), ``t`` (for
+    Shannon), ``count`` (finite entries), ``kl`` (the KL sum against the last layer)."""
+
+    orders: frozenset = frozenset()
+    orders64: frozenset = frozenset()
+    t: bool = False
+    count: bool = False
+    kl: bool = False
+
+    def __or__(self, other: "Needs") -> "Needs":
+        return Needs(self.orders | other.orders, self.orders64 | other.orders64, self.t or other.t,
+                     self.count or other.count, self.kl or other.kl)
+
+
+@dataclass(frozen=True)
+class MetricKind:
+    """One entry of the metric registry: everything about a metric in one place.
+
+    * ``name`` (the kind), ``aliases`` (spec names -> fixed parameter or ``None``), ``param`` (the
+      parameter's name, ``None`` when the metric takes none);
+    * ``check(param)``: an error message for a bad parameter, or ``None``;
+    * ``key(param)``: the results key; ``unit`` (``"nats"`` or ``""``); ``definition(param)``;
+    * ``needs(param)``: the streamed statistics (:class:`Needs`) of the first pass;
+    * ``finalize(stats, param)``: the metric ``[...]`` from those statistics (a :class:`Stats`), or
+    * ``second_pass(chunks, stats, params)``: ``{param: tensor}`` from further passes over the
+      chunks (metrics that share the same function share the pass).
+    * ``canonical(param)``: another ``(kind, param)`` this one is (``renyi:1`` is Shannon), or None.
+
+    Add a metric with :func:`register_metric`; nothing else changes."""
+
+    name: str
+    key: Callable
+    definition: Callable
+    unit: str = "nats"
+    aliases: dict = field(default_factory=dict)
+    param: str | None = None
+    check: Callable | None = None
+    needs: Callable = lambda p: Needs()
+    finalize: Callable | None = None
+    second_pass: Callable | None = None
+    canonical: Callable | None = None
+
+
+#: kind name -> :class:`MetricKind`
+REGISTRY: dict[str, MetricKind] = {}
+#: spec name -> (kind name, fixed parameter or None)
+_NAMES: dict[str, tuple] = {}
+
+
+def register_metric(kind: MetricKind) -> MetricKind:
+    """Add (or replace) a metric kind; its ``name`` and ``aliases`` become valid metric specs."""
+    REGISTRY[kind.name] = kind
+    _NAMES[kind.name] = (kind.name, None)
+    for alias, fixed in kind.aliases.items():
+        _NAMES[alias] = (kind.name, fixed)
+    return kind
+
+
+def unregister_metric(name: str) -> None:
+    """Remove a metric kind and its aliases (for tests and plugins)."""
+    REGISTRY.pop(name, None)
+    for alias in [a for a, (k, _) in _NAMES.items() if k == name]:
+        del _NAMES[alias]
+
+
 @dataclass(frozen=True)
 class Metric:
-    """One per-distribution metric. ``key`` is its name in results (``entropy``, ``renyi_0.5``...)."""
+    """One per-distribution metric: a registered kind and its parameter. ``key`` is its name in
+    results (``entropy``, ``renyi_0.5``...); ``unit`` and ``definition`` come from the registry."""
 
     kind: str
     param: float | None = None
 
     def __post_init__(self):
-        if self.kind not in _KINDS:
-            raise ValueError(f"unknown metric kind {self.kind!r}; choose one of {', '.join(_KINDS)}")
-        if self.kind == "renyi":
-            if self.param is None or not (self.param >= 0):
-                raise ValueError(f"Rényi alpha must be a number >= 0 (got {self.param!r})")
-        if self.kind in ("moment", "moment_thresholded"):
-            if self.param is None or not (self.param > 0) or math.isinf(self.param):
-                raise ValueError(f"moment power must be a finite number > 0 (got {self.param!r})")
-        if self.kind == "shannon_top_p":
-            if self.param is None or not (0 < self.param <= 1):
-                raise ValueError(f"top-p mass must be a number in (0, 1] (got {self.param!r})")
+        spec = REGISTRY.get(self.kind)
+        if spec is None:
+            raise UserError(f"unknown metric kind {self.kind!r}; choose one of {', '.join(REGISTRY)}")
+        problem = spec.check(self.param) if spec.check else None
+        if problem:
+            raise UserError(problem)
+
+    @property
+    def spec(self) -> MetricKind:
+        return REGISTRY[self.kind]
 
     @property
     def key(self) -> str:
-        if self.kind == "shannon" or (self.kind == "renyi" and self.param == 1):
-            return "entropy"
-        if self.kind == "renyi":
-            return f"renyi_{_fmt(self.param)}"
-        if self.kind == "moment":
-            return f"moment_{_fmt(self.param)}"
-        if self.kind == "shannon_thresholded":
-            return "entropy_thresholded"
-        if self.kind == "moment_thresholded":
-            return f"moment_thresholded_{_fmt(self.param)}"
-        if self.kind == "shannon_top_p":
-            return f"entropy_top_p_{_fmt(self.param)}"
-        return "kl_final"
+        return self.spec.key(self.param)
 
     @property
     def unit(self) -> str:
-        return "" if self.kind.startswith("moment") else "nats"
+        return self.spec.unit
 
     @property
     def definition(self) -> str:
-        return {
-            "shannon": "-sum p log p",
-            "renyi": f"log(sum p^{_fmt(self.param or 0)}) / (1 - {_fmt(self.param or 0)})",
-            "moment": f"mean over vocab of p^{_fmt(self.param or 0)}",
-            "shannon_thresholded": "Shannon entropy of p restricted to p > mean(p) - std(p), renormalised "
-                                   "(usually nothing is removed: the threshold is negative for peaked p)",
-            "shannon_top_p": f"Shannon entropy of the smallest most-probable set of mass >= {_fmt(self.param or 0)}"
-                             ", renormalised (nucleus)",
-            "moment_thresholded": f"mean of p^{_fmt(self.param or 0)} over entries with p > mean(p) - std(p)",
-            "kl_final": "KL(p_layer || p_last_layer)",
-        }[self.kind] + (f" [{self.unit}]" if self.unit else "")
+        return self.spec.definition(self.param) + (f" [{self.unit}]" if self.unit else "")
 
 
 def parse_metric(spec) -> Metric:
     """Parse ``"shannon"``, ``"renyi:0.5"``, ``("renyi", 0.5)``, ``"moment:2"``, ``"kl_final"``...
 
-    Raises ``ValueError`` with the accepted forms when ``spec`` is not understood.
+    Raises :class:`~model_inspector.errors.UserError` with the accepted forms when ``spec`` is not understood.
     """
     if isinstance(spec, Metric):
         return spec
@@ -147,25 +188,25 @@ def parse_metric(spec) -> Metric:
         name, _, param = spec.strip().partition(":")
         param = param or None
     else:
-        raise ValueError(f"cannot read metric {spec!r}: use e.g. 'shannon', 'renyi:0.5', ('moment', 2)")
+        raise UserError(f"cannot read metric {spec!r}: use e.g. 'shannon', 'renyi:0.5', ('moment', 2)")
     name = str(name).strip().lower()
-    if name in _ALIASES and param is None:
-        kind, p = _ALIASES[name]
-        return Metric(kind, p)
-    if name in ("renyi", "moment", "moment_thresholded", "entropy_top_p"):
-        if param is None:
-            raise ValueError(f"metric {name!r} needs a parameter, e.g. '{name}:2'")
+    if name not in _NAMES:
+        forms = ", ".join(f"{k.name}:{k.param.upper()}" if k.param else k.name for k in REGISTRY.values())
+        raise UserError(f"unknown metric {spec!r}: use {forms} (aliases: "
+                        f"{', '.join(a for a in _NAMES if a not in REGISTRY)})")
+    kind_name, fixed = _NAMES[name]
+    kind = REGISTRY[kind_name]
+    if fixed is not None or kind.param is None:
+        value = fixed
+    elif param is None:
+        raise UserError(f"metric {name!r} needs a parameter, e.g. '{name}:2'")
+    else:
         try:
             value = float(param)
         except (TypeError, ValueError):
-            raise ValueError(f"metric {name!r}: parameter {param!r} is not a number") from None
-        if name == "renyi" and value == 1:
-            return Metric("shannon")
-        return Metric("shannon_top_p" if name == "entropy_top_p" else name, value)
-    raise ValueError(
-        f"unknown metric {spec!r}: use shannon, renyi:ALPHA, moment:K, entropy_thresholded, "
-        "moment_thresholded:K, entropy_top_p:P, min_entropy or kl_final"
-    )
+            raise UserError(f"metric {name!r}: parameter {param!r} is not a number") from None
+    canon = kind.canonical(value) if kind.canonical else None
+    return Metric(*canon) if canon else Metric(kind_name, value)
 
 
 def parse_metrics(specs) -> tuple[Metric, ...]:
@@ -178,11 +219,11 @@ def parse_metrics(specs) -> tuple[Metric, ...]:
         m = parse_metric(s)
         clash = next((o for o in out if o.key == m.key and o != m), None)
         if clash is not None:
-            raise ValueError(f"metrics {clash} and {m} would share the results key {m.key!r}; keep one")
+            raise UserError(f"metrics {clash} and {m} would share the results key {m.key!r}; keep one")
         if m not in out:
             out.append(m)
     if not out:
-        raise ValueError("no metric requested")
+        raise UserError("no metric requested")
     return tuple(out)
 
 
@@ -275,6 +316,46 @@ def _chunk_iter(chunks) -> Iterator[torch.Tensor]:
     return iter(chunks() if callable(chunks) else chunks)
 
 
+class Stats:
+    """The first pass's streamed statistics as finalisers read them; every tensor is ``[...]`` (the
+    chunks' leading axes), float32 unless it says float64."""
+
+    def __init__(self, st: "_Stream", st64: "_Stream | None", vocab_size: int):
+        self._st, self._st64, self.vocab_size = st, st64, vocab_size
+
+    @property
+    def log_s(self) -> torch.Tensor:
+        return self._st.log_s
+
+    @property
+    def log_z(self) -> torch.Tensor:
+        """``log sum exp(logits)``."""
+        return self._st.log_z
+
+    def shannon(self) -> torch.Tensor:
+        """``-sum p log p`` (needs ``t``)."""
+        return self._st.log_s - self._st.t / self._st.s
+
+    def log_sum_p(self, a: float) -> torch.Tensor:
+        """``log sum p^a`` for an order in ``Needs.orders``."""
+        return torch.log(self._st.sa[self._st.orders.index(a)]) - a * self._st.log_s
+
+    def log_sum_p64(self, a: float) -> torch.Tensor:
+        """``log sum p^a`` in float64, for an order in ``Needs.orders64``."""
+        return torch.log(self._st64.sa[self._st64.orders.index(a)]) - a * self._st64.log_s
+
+    @property
+    def count(self) -> torch.Tensor:
+        """Number of finite logits (needs ``count``)."""
+        return self._st.count
+
+    def kl_last(self) -> torch.Tensor:
+        """``KL(p_layer || p_last)`` with the layer axis -1 of the statistics (needs ``kl``)."""
+        log_z = self.log_z
+        kl = (self._st.u / self._st.s - log_z + log_z[..., -1:]).clamp_min(0.0)
+        return torch.where(kl > 1e29, torch.full_like(kl, math.inf), kl)
+
+
 def stream_metrics(
     chunks: Callable[[], Iterable[torch.Tensor]] | Iterable[torch.Tensor],
     metrics,
@@ -286,34 +367,17 @@ def stream_metrics(
 
     ``chunks``: an iterable of float tensors ``[..., c_i]`` (same leading axes, chunk widths summing
     to ``vocab_size``) or a zero-argument callable returning a fresh such iterable. A callable is
-    required for the thresholded metrics, which need a second pass over the vocabulary.
+    required for metrics with a second pass (thresholded, nucleus).
     ``compile=True`` fuses each chunk's reduction with ``torch.compile`` (one pass over the chunk;
     about 9x faster on CPU, after a compilation of some seconds).
     Returns ``{metric.key: tensor [...]}`` in float32 (entropies in nats).
     """
     metrics = parse_metrics(metrics)
-    near = {m.param for m in metrics if m.kind == "renyi" and _near_one(m.param)}
-    orders = sorted(
-        {
-            m.param
-            for m in metrics
-            if m.kind in ("renyi", "moment") and m.param not in (0, 1) and not math.isinf(m.param)
-        } - near
-    )
-    thr = [m for m in metrics if m.kind in ("shannon_thresholded", "moment_thresholded")]
-    nucleus = [m for m in metrics if m.kind == "shannon_top_p"]
-    if thr and 2.0 not in orders:
-        orders = sorted(set(orders) | {2.0})
-    st = _Stream(
-        orders,
-        need_count=any(m.kind == "renyi" and m.param == 0 for m in metrics),
-        need_kl=any(m.kind == "kl_final" for m in metrics),
-        need_t=any(m.kind == "shannon" for m in metrics) or any(abs(a - 1) < _TINY for a in near),
-        compile=compile,
-    )
-    # orders near 1 in float64; those within _TINY of 1 use the order 1 +- _TINY (interpolated below)
-    orders64 = sorted({a if abs(a - 1) >= _TINY else 1 + math.copysign(_TINY, a - 1) for a in near})
-    st64 = _Stream(orders64, need_count=False, need_kl=False, need_t=False) if orders64 else None
+    need = Needs()
+    for m in metrics:
+        need = need | m.spec.needs(m.param)
+    st = _Stream(sorted(need.orders), need_count=need.count, need_kl=need.kl, need_t=need.t, compile=compile)
+    st64 = _Stream(sorted(need.orders64), need_count=False, need_kl=False, need_t=False) if need.orders64 else None
     n_seen = 0
     for x in _chunk_iter(chunks):
         n_seen += x.shape[-1]
@@ -325,37 +389,20 @@ def stream_metrics(
         raise ValueError("no logits were given (empty chunk iterator)")
     if n_seen != vocab_size:
         raise ValueError(f"chunks covered {n_seen} vocabulary entries, expected {vocab_size}")
-    log_s = st.log_s
-    idx = {a: i for i, a in enumerate(orders)}
+    stats = Stats(st, st64, vocab_size)
     out: dict[str, torch.Tensor] = {}
+    passes: dict = {}
     for m in metrics:
-        if m.kind == "shannon":
-            out[m.key] = log_s - st.t / st.s
-        elif m.kind == "renyi" and m.param in near:
-            out[m.key] = _renyi_near_one(m.param, st, st64, orders64)
-        elif m.kind == "renyi":
-            a = m.param
-            if a == 0:
-                out[m.key] = torch.log(st.count)
-            elif math.isinf(a):
-                out[m.key] = log_s
-            else:
-                out[m.key] = (torch.log(st.sa[idx[a]]) - a * log_s) / (1 - a)
-        elif m.kind == "moment":
-            k = m.param
-            if k == 1:
-                out[m.key] = torch.full_like(log_s, 1.0 / vocab_size)
-            else:
-                out[m.key] = torch.exp(torch.log(st.sa[idx[k]]) - k * log_s) / vocab_size
-        elif m.kind == "kl_final":
-            log_z = st.log_z
-            kl = (st.u / st.s - log_z + log_z[..., -1:]).clamp_min(0.0)
-            out[m.key] = torch.where(kl > 1e29, torch.full_like(kl, math.inf), kl)
-    if thr:
-        out.update(_thresholded(chunks, thr, st, idx[2.0], vocab_size))
-    for m in nucleus:
-        out[m.key] = _nucleus_entropy(chunks, st.log_z, m.param)
-    return out
+        if m.spec.finalize is not None:
+            out[m.key] = m.spec.finalize(stats, m.param)
+        else:
+            passes.setdefault(m.spec.second_pass, []).append(m)
+    for fn, ms in passes.items():
+        if not callable(chunks):
+            raise ValueError(f"{', '.join(m.key for m in ms)} need `chunks` as a callable (more passes over the "
+                             "vocabulary)")
+        out.update(fn(chunks, stats, ms))
+    return {m.key: out[m.key] for m in metrics}
 
 
 #: Rényi orders closer than this to 1 are accumulated in float64.
@@ -368,15 +415,14 @@ def _near_one(a) -> bool:
     return a is not None and not math.isinf(a) and 0 < abs(a - 1) < _NEAR
 
 
-def _renyi_near_one(a: float, st: _Stream, st64: _Stream, orders64: list) -> torch.Tensor:
+def _renyi_near_one(a: float, stats: Stats) -> torch.Tensor:
     def direct(order):
-        i = orders64.index(order)
-        return (torch.log(st64.sa[i]) - order * st64.log_s) / (1 - order)
+        return stats.log_sum_p64(order) / (1 - order)
 
     if abs(a - 1) >= _TINY:
         return direct(a).float()
     ref = 1 + math.copysign(_TINY, a - 1)
-    shannon = (st.log_s - st.t / st.s).double()
+    shannon = stats.shannon().double()
     return (shannon + (a - 1) / (ref - 1) * (direct(ref) - shannon)).float()
 
 
@@ -392,8 +438,6 @@ def _nucleus_entropy(chunks, log_z: torch.Tensor, top_p: float) -> torch.Tensor:
     where the cumulative mass (from the most probable tokens down) crosses ``top_p``: the first over
     ``[_NUCLEUS_FLOOR, 0]``, the second inside that bin (width 1.2e-5 nats). The crossing bin's
     tokens are then nearly equiprobable and are counted whole until the mass reaches ``top_p``."""
-    if not callable(chunks):
-        raise ValueError("entropy_top_p needs `chunks` as a callable (more passes over the vocabulary)")
     shape = log_z.shape
     lz = log_z.reshape(-1).double()
     rows, nb = lz.shape[0], _NUCLEUS_BINS
@@ -435,11 +479,11 @@ def _nucleus_entropy(chunks, log_z: torch.Tensor, top_p: float) -> torch.Tensor:
     return (-plogp / mass + torch.log(mass)).float().reshape(shape)
 
 
-def _thresholded(chunks, metrics, st: _Stream, i2: int, vocab_size: int) -> dict[str, torch.Tensor]:
-    if not callable(chunks):
-        raise ValueError("thresholded metrics need `chunks` as a callable (two passes over the vocabulary)")
-    log_z = st.log_z
-    mean_p2 = torch.exp(torch.log(st.sa[i2]) - 2 * st.log_s) / vocab_size
+def _thresholded(chunks, stats: Stats, metrics) -> dict[str, torch.Tensor]:
+    """The second pass of the thresholded metrics (one pass serves all of them)."""
+    vocab_size = stats.vocab_size
+    log_z = stats.log_z
+    mean_p2 = torch.exp(stats.log_sum_p(2.0)) / vocab_size
     var = (mean_p2 - 1.0 / vocab_size**2).clamp_min(0.0)
     thr = 1.0 / vocab_size - var.sqrt()
     powers = sorted({m.param for m in metrics if m.kind == "moment_thresholded"})
@@ -466,6 +510,76 @@ def _thresholded(chunks, metrics, st: _Stream, i2: int, vocab_size: int) -> dict
     return out
 
 
+# ------------------------------------------------------------------------------------- built-in metrics
+def _renyi_needs(a):
+    if a == 0:
+        return Needs(count=True)
+    if math.isinf(a):
+        return Needs()
+    if _near_one(a):
+        if abs(a - 1) < _TINY:
+            return Needs(orders64=frozenset({1 + math.copysign(_TINY, a - 1)}), t=True)
+        return Needs(orders64=frozenset({a}))
+    return Needs(orders=frozenset({a}))
+
+
+def _renyi(stats: Stats, a):
+    if a == 0:
+        return torch.log(stats.count)
+    if math.isinf(a):
+        return stats.log_s
+    if _near_one(a):
+        return _renyi_near_one(a, stats)
+    return stats.log_sum_p(a) / (1 - a)
+
+
+def _moment(stats: Stats, k):
+    if k == 1:
+        return torch.full_like(stats.log_s, 1.0 / stats.vocab_size)
+    return torch.exp(stats.log_sum_p(k)) / stats.vocab_size
+
+
+def _power_check(k):
+    return None if k is not None and k > 0 and not math.isinf(k) else f"moment power must be a finite number > 0 (got {k!r})"
+
+
+def _nucleus_pass(chunks, stats: Stats, metrics) -> dict:
+    return {m.key: _nucleus_entropy(chunks, stats.log_z, m.param) for m in metrics}
+
+
+register_metric(MetricKind(
+    "shannon", aliases={"entropy": None}, key=lambda p: "entropy", definition=lambda p: "-sum p log p",
+    needs=lambda p: Needs(t=True), finalize=lambda st, p: st.shannon()))
+register_metric(MetricKind(
+    "renyi", param="alpha", aliases={"min_entropy": math.inf},
+    check=lambda a: None if a is not None and a >= 0 else f"Rényi alpha must be a number >= 0 (got {a!r})",
+    key=lambda a: f"renyi_{_fmt(a)}", definition=lambda a: f"log(sum p^{_fmt(a)}) / (1 - {_fmt(a)})",
+    canonical=lambda a: ("shannon", None) if a == 1 else None, needs=_renyi_needs, finalize=_renyi))
+register_metric(MetricKind(
+    "moment", param="power", unit="", check=_power_check, key=lambda k: f"moment_{_fmt(k)}",
+    definition=lambda k: f"mean over vocab of p^{_fmt(k)}",
+    needs=lambda k: Needs() if k == 1 else Needs(orders=frozenset({k})), finalize=_moment))
+register_metric(MetricKind(
+    "shannon_thresholded", aliases={"entropy_thresholded": None, "thresholded_entropy": None},
+    key=lambda p: "entropy_thresholded",
+    definition=lambda p: "Shannon entropy of p restricted to p > mean(p) - std(p), renormalised (usually nothing "
+                         "is removed: the threshold is negative for peaked p)",
+    needs=lambda p: Needs(orders=frozenset({2.0})), second_pass=_thresholded))
+register_metric(MetricKind(
+    "moment_thresholded", param="power", unit="", check=_power_check, key=lambda k: f"moment_thresholded_{_fmt(k)}",
+    definition=lambda k: f"mean of p^{_fmt(k)} over entries with p > mean(p) - std(p)",
+    needs=lambda k: Needs(orders=frozenset({2.0})), second_pass=_thresholded))
+register_metric(MetricKind(
+    "shannon_top_p", param="p", aliases={"entropy_top_p": None},
+    check=lambda p: None if p is not None and 0 < p <= 1 else f"top-p mass must be a number in (0, 1] (got {p!r})",
+    key=lambda p: f"entropy_top_p_{_fmt(p)}",
+    definition=lambda p: f"Shannon entropy of the smallest most-probable set of mass >= {_fmt(p)}, renormalised "
+                         "(nucleus)", second_pass=_nucleus_pass))
+register_metric(MetricKind(
+    "kl_final", key=lambda p: "kl_final", definition=lambda p: "KL(p_layer || p_last_layer)",
+    needs=lambda p: Needs(kl=True), finalize=lambda st, p: st.kl_last()))
+
+
 def metrics_from_logits(
     logits: torch.Tensor, metrics, *, budget_bytes: int = DEFAULT_BUDGET_BYTES
 ) -> dict[str, torch.Tensor]:
@@ -482,7 +596,7 @@ def metrics_from_logits(
 def chunk_size_for(rows: int, vocab: int, budget_bytes: int, n_temporaries: int = 5) -> int:
     """Vocabulary chunk width so that ``rows * width * 4 bytes * n_temporaries <= budget_bytes``."""
     if budget_bytes <= 0:
-        raise ValueError(f"budget_bytes must be > 0 (got {budget_bytes})")
+        raise UserError(f"budget_bytes must be > 0 (got {budget_bytes})")
     width = budget_bytes // max(1, rows * 4 * n_temporaries)
     return int(min(vocab, max(1, width)))
 
@@ -495,7 +609,7 @@ def kl_divergence(
     ``logits_p`` and ``logits_q``: ``[..., vocab]`` with equal shapes. Returns float32 ``[...]``.
     """
     if logits_p.shape != logits_q.shape:
-        raise ValueError(f"shapes differ: {tuple(logits_p.shape)} vs {tuple(logits_q.shape)}")
+        raise UserError(f"shapes differ: {tuple(logits_p.shape)} vs {tuple(logits_q.shape)}")
     both = torch.stack([logits_p, logits_q], dim=-2)  # [..., 2, vocab]; layer axis -2, last = q
     return metrics_from_logits(both, ["kl_final"], budget_bytes=budget_bytes)["kl_final"][..., 0]
 
@@ -506,7 +620,7 @@ def top_k_from_chunks(chunks: Iterable[torch.Tensor], k: int) -> tuple[torch.Ten
     Returns ``(ids [..., k] int64, log_probs [..., k] float32)``, most probable first.
     """
     if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an integer >= 1 (got {k!r})")
+        raise UserError(f"k must be an integer >= 1 (got {k!r})")
     best_v = best_i = None
     st = _Stream((), need_count=False, need_kl=False, need_t=False)
     offset = 0
@@ -527,41 +641,5 @@ def top_k_from_chunks(chunks: Iterable[torch.Tensor], k: int) -> tuple[torch.Ten
     return best_i, best_v - st.log_z.unsqueeze(-1)
 
 
-def window_bounds(n_tokens: int, num_windows: int) -> list[tuple[int, int]]:
-    """Contiguous near-equal windows over ``n_tokens`` (as ``numpy.array_split``: the first
-    ``n_tokens % num_windows`` windows hold one token more). Raises ``ValueError`` when
-    ``num_windows < 1`` or ``num_windows > n_tokens``."""
-    if not isinstance(num_windows, (int, np.integer)) or num_windows < 1:
-        raise ValueError(f"num_windows must be an integer >= 1 (got {num_windows!r})")
-    if num_windows > n_tokens:
-        raise ValueError(
-            f"num_windows={num_windows} is larger than the number of tokens ({n_tokens}); "
-            f"use at most {n_tokens}"
-        )
-    base, extra = divmod(n_tokens, num_windows)
-    bounds, start = [], 0
-    for w in range(num_windows):
-        end = start + base + (1 if w < extra else 0)
-        bounds.append((start, end))
-        start = end
-    return bounds
-
-
-def window_mean(values, num_windows: int, axis: int = 0):
-    """Average ``values`` over ``num_windows`` contiguous token windows along ``axis``.
-
-    ``values``: array or tensor whose ``axis`` is the token axis (e.g. ``[T, L]`` → ``[W, L]``;
-    ``[P, T, L]`` with ``axis=1`` → ``[P, W, L]``). NaN entries (tokens after an early stop) are
-    ignored. Returns the same kind (numpy or torch) as given.
-    """
-    is_torch = isinstance(values, torch.Tensor)
-    arr = values.detach().cpu().numpy() if is_torch else np.asarray(values)
-    n = arr.shape[axis]
-    parts = []
-    for a, b in window_bounds(n, num_windows):
-        sl = np.take(arr, np.arange(a, b), axis=axis)
-        with warnings.catch_warnings():  # all-NaN windows (rows stopped early) stay NaN
-            warnings.simplefilter("ignore", RuntimeWarning)
-            parts.append(np.nanmean(sl, axis=axis))
-    out = np.stack(parts, axis=axis)
-    return torch.from_numpy(out) if is_torch else out
+# windowing lives with the profile types; re-exported for code written against earlier versions
+from .profile import window_bounds, window_mean  # noqa: E402,F401

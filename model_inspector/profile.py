@@ -2,13 +2,55 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
-from .metrics import window_mean
+from .errors import UserError
 
-__all__ = ["Profile", "PromptProfile"]
+__all__ = ["Profile", "PromptProfile", "window_bounds", "window_mean"]
+
+
+def window_bounds(n_tokens: int, num_windows: int) -> list[tuple[int, int]]:
+    """Contiguous near-equal windows over ``n_tokens`` (as ``numpy.array_split``: the first
+    ``n_tokens % num_windows`` windows hold one token more). Raises ``ValueError`` when
+    ``num_windows < 1`` or ``num_windows > n_tokens``."""
+    if not isinstance(num_windows, (int, np.integer)) or num_windows < 1:
+        raise UserError(f"num_windows must be an integer >= 1 (got {num_windows!r})")
+    if num_windows > n_tokens:
+        raise UserError(
+            f"num_windows={num_windows} is larger than the number of tokens ({n_tokens}); "
+            f"use at most {n_tokens}"
+        )
+    base, extra = divmod(n_tokens, num_windows)
+    bounds, start = [], 0
+    for w in range(num_windows):
+        end = start + base + (1 if w < extra else 0)
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+
+def window_mean(values, num_windows: int, axis: int = 0):
+    """Average ``values`` over ``num_windows`` contiguous token windows along ``axis``.
+
+    ``values``: array or tensor whose ``axis`` is the token axis (e.g. ``[T, L]`` → ``[W, L]``;
+    ``[P, T, L]`` with ``axis=1`` → ``[P, W, L]``). NaN entries (tokens after an early stop) are
+    ignored. Returns the same kind (numpy or torch) as given.
+    """
+    is_torch = isinstance(values, torch.Tensor)
+    arr = values.detach().cpu().numpy() if is_torch else np.asarray(values)
+    n = arr.shape[axis]
+    parts = []
+    for a, b in window_bounds(n, num_windows):
+        sl = np.take(arr, np.arange(a, b), axis=axis)
+        with warnings.catch_warnings():  # all-NaN windows (rows stopped early) stay NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            parts.append(np.nanmean(sl, axis=axis))
+    out = np.stack(parts, axis=axis)
+    return torch.from_numpy(out) if is_torch else out
 
 
 def _check(name: str, arr, shape: tuple) -> None:

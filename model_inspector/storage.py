@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UserError
+
 __all__ = ["FORMAT", "FORMAT_VERSION", "ResultsFileError", "OutputLockedError", "atomic_write_bytes", "save_results",
            "load_results", "save_npz", "load_npz", "n_samples", "PartsStore", "OutputLock", "concat_rows",
            "remove_stale_temporaries"]
@@ -49,11 +51,11 @@ FORMAT = "entropy-lens-results"
 FORMAT_VERSION = 2
 
 
-class ResultsFileError(ValueError):
+class ResultsFileError(UserError):
     """A results file is missing, unreadable or not in a known format."""
 
 
-class OutputLockedError(RuntimeError):
+class OutputLockedError(UserError):
     """Another run holds the lock on this output (the message names it)."""
 
 

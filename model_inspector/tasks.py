@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 
+from .errors import UserError
+
 __all__ = [
     "Sample",
     "TS_TASKS",
@@ -105,14 +107,14 @@ def mmlu_prompt(question: str, choices, subject: str, prompt_type: str = "base")
     if prompt_type == "humble":
         return (_MC_HEAD.format(subject=subject) + "Reply only with the correct option, if you are unsure about the "
                 "answer, reply with a completly random option.\n\n" + body + "\nAnswer: ")
-    raise ValueError(f"unknown prompt type {prompt_type!r}; choose one of {', '.join(MMLU_PROMPT_TYPES)}")
+    raise UserError(f"unknown prompt type {prompt_type!r}; choose one of {', '.join(MMLU_PROMPT_TYPES)}")
 
 
 def mmlu_samples(rows, prompt_type: str = "base", max_chars: int = MAX_MMLU_QUESTION_CHARS) -> tuple[list[Sample], int]:
     """Prompts for MMLU rows (``question``, ``subject``, ``choices``, ``answer`` 0-3). Questions over
     ``max_chars`` characters are skipped. Returns ``(samples, n_skipped)``."""
     if prompt_type not in MMLU_PROMPT_TYPES:
-        raise ValueError(f"unknown prompt type {prompt_type!r}; choose one of {', '.join(MMLU_PROMPT_TYPES)}")
+        raise UserError(f"unknown prompt type {prompt_type!r}; choose one of {', '.join(MMLU_PROMPT_TYPES)}")
     out, skipped = [], 0
     for i, r in enumerate(rows):
         if len(r["question"]) > max_chars:

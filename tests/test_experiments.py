@@ -2,13 +2,12 @@
 
 import json
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import run_script
+
 from model_inspector.experiment import RunConfig, RunInterrupted, run_profiling
 from model_inspector.storage import load_npz, load_results, save_npz
 from model_inspector.tasks import tinystories_samples
@@ -142,8 +141,7 @@ def test_run_tests_recomputes_original_activations(tiny_dir, tmp_path):
     orig = {"activations": acts, "prompt": [s.labels["prompt"] for s in samples], "model": [str(tiny_dir)] * 24}
     path = tmp_path / "orig.pkl"
     path.write_bytes(pickle.dumps(orig))
-    sys.path.insert(0, str(ROOT))
-    import run_tests
+    from model_inspector.commands import evaluate as run_tests  # = the run_tests.py script's code
 
     args = run_tests.build_parser().parse_args([str(path), "--bs", "5", "--label", "prompt"])
     data = load_results(path)

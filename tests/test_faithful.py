@@ -5,10 +5,10 @@ import copy
 import numpy as np
 import pytest
 import torch
+from tiny_models import ARCHS, char_tokenizer, tiny_model
 
 from model_inspector import ModelInspector
 from model_inspector.architecture import PREPEND_BOS, default_prepend_bos
-from tiny_models import ARCHS, char_tokenizer, tiny_model
 
 
 def _tokenizer(kind):

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from helpers import run_script
+
 from model_inspector.formats import read_formats_table
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_model
 
 from model_inspector import ModelInspector
 from model_inspector.generation import batch_seed
 from model_inspector.reference import reference_profile
-from tiny_models import tiny_model
 
 PROMPTS = ["Hello world", "A much longer prompt, with padding.", "x", "Once upon a time"]
 ARCHS = ["gpt2", "llama", "gemma2", "opt", "bloom"]

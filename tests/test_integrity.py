@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import run_script
+
 from model_inspector.experiment import RunConfig, merge_shards, run_profiling, shard_path
 from model_inspector.identity import IdentityMismatch
-from model_inspector.storage import OutputLockedError, PartsStore, load_results
+from model_inspector.storage import PartsStore, load_results
 from model_inspector.tasks import tinystories_samples
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from tiny_models import ARCHS, tiny_model
 from torch import nn
 
 from model_inspector import LensResolutionError, LogitLens, ModelInspector
 from model_inspector.lens import find_blocks
-from tiny_models import ARCHS, tiny_model
 
 PROMPTS = ["Hello world", "A longer prompt, with padding."]
 

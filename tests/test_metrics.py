@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from model_inspector.metrics import (
-    parse_metrics,
     kl_divergence,
     metrics_from_logits,
     parse_metric,
+    parse_metrics,
     top_k_from_chunks,
     window_bounds,
     window_mean,

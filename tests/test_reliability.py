@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import run_script
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import run_script
 from model_inspector.metrics import metrics_from_logits
 from model_inspector.storage import PartsStore, load_results
 

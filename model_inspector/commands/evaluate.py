@@ -1,0 +1,171 @@
+"""k-NN evaluation of saved entropy profiles (paper's evaluation): k = 29 (Euclidean) on the mean
+profile in stratified 10-fold CV (shuffled, seed 42), macro one-vs-rest ROC-AUC against a stratified
+dummy baseline, paired t-test over folds. Writes FILE_tm_overall.csv (and FILE_tm_subject.csv with
+--by_subject), prints a table and saves FILE_profiles.png (mean profile per class).
+
+--label prompt: the class is the first word of each sample's prompt label (continuation, counting,
+semantic); --label correct: MMLU correctness; any other per-sample key of the file is used as is.
+
+Reads this library's files and the original code's (raw `activations`: the entropies are recomputed
+with the model named in the file, --bs activations at a time).
+
+Results files are pickles: loading one runs code, so load only files you trust (.npz files written
+by this library load without executing anything).
+
+Example:
+  python3 run_tests.py results/gemma-2-2b-it_tinystories_100.pkl --bs 8 --label "prompt"
+  python3 run_tests.py results/gemma-2-2b-it_mmlu_base.pkl --bs 8
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from ..cli import add_model_args, load_inspector, positive_int
+from ..errors import UserError
+
+OVERALL_COLUMNS = ["model_roc_auc", "baseline_roc_auc", "improvement", "p_value", "significant",
+                   "model_auc_by_fold", "baseline_auc_by_fold", "correct"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("file", help="results file (.pkl from the experiment scripts, or .npz)")
+    p.add_argument("--bs", type=positive_int, default=8,
+                   help="batch size when entropies are recomputed from raw activations (default: 8)")
+    p.add_argument("--label", default="correct",
+                   help="what to predict: correct (MMLU), prompt (task class), or any per-sample key (default: correct)")
+    p.add_argument("--num_windows", type=positive_int, default=None,
+                   help="features: window means over generated tokens, flattened (default: the mean profile)")
+    p.add_argument("--metric", default="entropy", help="profile key to use as features (default: entropy)")
+    p.add_argument("--k", type=positive_int, default=29, help="neighbours (default: 29)")
+    p.add_argument("--folds", type=positive_int, default=10, help="CV folds (default: 10)")
+    p.add_argument("--by_subject", action="store_true", help="also evaluate each MMLU subject (k=25, distance weights)")
+    p.add_argument("--model", default=None, help="model for files with raw activations (default: the file's)")
+    p.add_argument("--no_plot", action="store_true", help="skip the profile plot")
+    p.add_argument("--out_dir", default=None, help="folder for the CSVs and the plot (default: beside FILE)")
+    add_model_args(p)
+    return p
+
+
+def labels_of(data, label: str) -> np.ndarray:
+    """Class labels for ``--label`` (``data``: :class:`~model_inspector.results.Results` or the paper's
+    dict). ``prompt``: the first word of each prompt label."""
+    from ..results import Results
+
+    res = Results.from_dict(data) if isinstance(data, dict) else data
+    if label not in res:
+        raise UserError(f"unknown label {label!r}; this file has: {', '.join(res.keys())} (choose one with --label)")
+    values = res[label]
+    if label == "prompt":
+        return np.array([str(v).split("_")[0] for v in values])
+    return np.array([v if isinstance(v, (str, int, np.integer, bool, np.bool_)) else str(v) for v in values])
+
+
+def ensure_entropy(data: dict, args) -> None:
+    """Original-format files hold raw activations [T, L, d]: recompute Shannon entropies [T, L]."""
+    from ..storage import ResultsFileError
+
+    if args.metric in data:
+        return
+    if "activations" not in data:
+        raise ResultsFileError(f"{args.file}: no '{args.metric}' profiles and no raw activations")
+    name = args.model or (data.get("model") or [None])[0]
+    if not name:
+        raise UserError("the file names no model; pass --model")
+    mi = load_inspector(argparse.Namespace(**{**vars(args), "model": name}))  # the scripts' loading path
+    acts = data["activations"]
+    out = []
+    for i in range(0, len(acts), args.bs):
+        import torch
+
+        batch = torch.as_tensor(np.stack([np.asarray(a, dtype=np.float32) for a in acts[i : i + args.bs]]))
+        out.extend(mi.lens.metrics(batch.to(mi.device), ["shannon"])["entropy"].cpu().numpy())
+    data["entropy"] = out
+
+
+def evaluate(data: dict, args) -> tuple:
+    """``(overall DataFrame, per-subject DataFrame or None, features X, labels y)``."""
+    import pandas as pd
+
+    from ..evaluation import InsufficientDataError, evaluate_knn, features_from_results
+
+    y = labels_of(data, args.label)  # check the label before any (slow) recomputation
+    ensure_entropy(data, args)
+    X = features_from_results(data, args.metric, args.num_windows)
+    res = evaluate_knn(X, y, k=args.k, n_splits=args.folds)
+    pos = res["classes"][-1]
+    res["correct"] = float(np.mean(y.astype(str) == str(pos))) if len(res["classes"]) == 2 else float("nan")
+    overall = pd.DataFrame([{c: res[c] for c in OVERALL_COLUMNS} | {
+        "label": args.label, "k": args.k, "n_samples": res["n_samples"], "classes": "|".join(res["classes"]),
+        "model_accuracy": res["model_accuracy"], "baseline_accuracy": res["baseline_accuracy"]}])
+    subject = None
+    if args.by_subject:
+        if "subject" not in data:
+            raise UserError("--by_subject: this file has no 'subject' labels (MMLU files do)")
+        rows = []
+        subjects = np.array(data["subject"])
+        for s in sorted(set(subjects)):
+            sel = subjects == s
+            counts = np.unique(y[sel], return_counts=True)[1]
+            row = {"subject": s, "n_samples": int(sel.sum()), "correct": float(np.mean(y[sel].astype(str) == str(pos)))}
+            folds = int(min(args.folds, counts.min())) if len(counts) > 1 else 0
+            if folds < 2:
+                row["note"] = "skipped: a class has fewer than 2 samples"
+            else:
+                try:
+                    r = evaluate_knn(X[sel], y[sel], k=25, n_splits=folds, weights="distance")
+                    row.update({c: r[c] for c in OVERALL_COLUMNS if c != "correct"}, folds=folds)
+                except InsufficientDataError as exc:
+                    row["note"] = f"skipped: {exc}"
+            rows.append(row)
+        subject = pd.DataFrame(rows)
+    return overall, subject, X, y
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    import numpy as np
+    import pandas as pd
+
+    from ..experiment import preflight_output
+    from ..results import Results
+    from ..storage import ResultsFileError
+
+    src = Path(args.file)
+    stem = str(Path(args.out_dir) / src.stem if args.out_dir else src.with_suffix(""))
+    preflight_output(f"{stem}_tm_overall.csv")  # before any (slow) work
+    data = Results.load(args.file)
+    if len(data) == 0:
+        raise ResultsFileError(f"{args.file} holds no samples")
+    overall, subject, X, y = evaluate(data, args)
+    overall.to_csv(f"{stem}_tm_overall.csv", index=False)
+    r = overall.iloc[0]
+    print(f"{args.file}: {r['n_samples']} samples, label '{args.label}' ({r['classes']})")
+    print(f"  k-NN (k={args.k}) ROC-AUC   {r['model_roc_auc']:.3f}   accuracy {r['model_accuracy']:.3f}")
+    print(f"  stratified baseline ROC-AUC {r['baseline_roc_auc']:.3f}   accuracy {r['baseline_accuracy']:.3f}")
+    print(f"  improvement {r['improvement']:+.3f}, paired t-test p = {r['p_value']:.2e} "
+          f"({'significant' if r['significant'] else 'not significant'} at 0.05)")
+    if not np.isnan(r["correct"]):
+        print(f"  fraction of '{r['classes'].split('|')[-1]}' labels: {r['correct']:.3f}")
+    print(f"  wrote {stem}_tm_overall.csv")
+    if subject is not None:
+        subject.to_csv(f"{stem}_tm_subject.csv", index=False)
+        with pd.option_context("display.width", 160, "display.max_rows", 100):
+            cols = [c for c in ("subject", "n_samples", "correct", "model_roc_auc", "baseline_roc_auc", "p_value", "note")
+                    if c in subject]
+            print(subject[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(f"  wrote {stem}_tm_subject.csv")
+    if not args.no_plot:
+        from model_inspector.plots import plot_class_profiles, save_figure
+
+        L = X.shape[1] // (args.num_windows or 1)
+        fig = plot_class_profiles(X[:, :L] if args.num_windows else X, y,
+                                  title=f"{Path(args.file).name}: mean {args.metric} profile by {args.label}")
+        for p in save_figure(fig, f"{stem}_profiles.png"):
+            print(f"  wrote {p}")
+    return 0
+

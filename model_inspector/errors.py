@@ -1,0 +1,14 @@
+"""The error types the command line reports as one line (``error: ...``, exit 2), not a traceback.
+
+:class:`UserError` is a mistake the user can fix (a flag, a file, a setting); it subclasses
+``ValueError`` so that code catching ``ValueError`` keeps working. Anything else that escapes
+is a bug and keeps its traceback. Set ``ENTROPY_LENS_DEBUG=1`` to see tracebacks for user errors too.
+"""
+
+from __future__ import annotations
+
+__all__ = ["UserError"]
+
+
+class UserError(ValueError):
+    """A mistake the user can fix; the message says what is wrong and how to fix it."""
