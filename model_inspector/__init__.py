@@ -22,7 +22,7 @@ _LAZY = {
     "ModelInspector": "inspector",
     "LogitLens": "lens",
     "LensSpec": "architecture",
-    "LensResolutionError": "architecture",
+    "LensResolutionError": "errors",
     "Metric": "metrics",
     "MetricKind": "metrics",
     "register_metric": "metrics",

@@ -21,15 +21,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .errors import UserError
+from .errors import LensResolutionError, UserError
 
 __all__ = ["LensSpec", "find_blocks", "text_config", "first_tensor", "discover_logit_transform", "hinted_logit_transforms",
            "find_residual_writers", "PREPEND_BOS", "BOS_POLICIES", "default_prepend_bos", "resolve_prepend_bos",
            "ATTENTION_NAMES", "MLP_NAMES", "LensResolutionError"]
-
-
-class LensResolutionError(RuntimeError):
-    """The lens could not be resolved, or does not reproduce the model's own logits."""
 
 
 def text_config(model: nn.Module):

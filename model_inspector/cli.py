@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Callable
 
-from .errors import UserError
+from .errors import LensResolutionError, RunInterrupted, UserError
 
 __all__ = ["run_main", "add_model_args", "add_generation_args", "add_data_args", "positive_int", "load_inspector",
            "run_settings"]
@@ -17,9 +17,6 @@ def _user_errors() -> tuple:
     """What ``run_main`` reports as one line: :class:`~model_inspector.errors.UserError` (bad flags,
     files, data, settings), the lens failing to resolve a model, an interrupted run, and operating-
     system errors (paths, permissions, a full disk). Any other exception is a bug: it keeps its traceback."""
-    from .architecture import LensResolutionError
-    from .experiment import RunInterrupted
-
     return (UserError, LensResolutionError, RunInterrupted, OSError)
 
 
@@ -34,10 +31,10 @@ def _message(exc: BaseException) -> str:
 def run_main(main: Callable[[], int | None]) -> None:
     """Run ``main``; a user mistake prints ``error: <reason>`` on stderr and exits 2 (130 when
     interrupted). ``ENTROPY_LENS_DEBUG=1`` shows the traceback instead."""
-    from .experiment import RunInterrupted
-
     try:
         code = main()
+    except SystemExit:  # argparse's --help and usage errors: nothing to translate (and nothing heavy to import)
+        raise
     except _user_errors() as exc:
         if os.environ.get("ENTROPY_LENS_DEBUG"):
             raise
@@ -68,6 +65,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="with --device_map: memory per device, e.g. 0=20GiB 1=20GiB cpu=64GiB")
     p.add_argument("--budget_mb", type=positive_int, default=256,
                    help="memory budget of the lens's vocabulary chunks in MiB (default: 256)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads (default: the cores this process may use less the current load, at least 1; "
+                        "OMP_NUM_THREADS wins)")
     p.add_argument("--compile", action="store_true",
                    help="fuse the lens's vocabulary reductions with torch.compile (faster on long runs)")
 
@@ -90,6 +90,9 @@ def add_generation_args(p: argparse.ArgumentParser, *, default_batch: int = 8) -
     p.add_argument("--prepend_bos", default="auto", choices=["auto", "always", "never"],
                    help="BOS token before each prompt: auto = what TransformerLens (the original's tooling) did for "
                         "the model family (yes for GPT-2, Llama, Gemma, OPT...; no for Qwen, GPT-NeoX/Pythia, Bloom)")
+    p.add_argument("--keep_top_tokens", type=int, default=1, metavar="K",
+                   help="keep the top K lens tokens and their probabilities per generated token and layer (the "
+                        "explorer's grid; a few kB per sample; 0: none; default: 1)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
 
 
@@ -131,7 +134,13 @@ def load_inspector(args, device: str | None = None):
     import json
 
     from .inspector import ModelInspector
+    from .threads import set_threads
 
+    set_threads(getattr(args, "threads", None))
+    if getattr(args, "no_progress", False):  # transformers' "Loading weights" bar too
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     device_map = args.device_map
     if device_map and device_map.strip().startswith("{"):
         device_map = json.loads(device_map)
@@ -149,6 +158,7 @@ COMMANDS = {
     "evaluate": ("evaluate", "run_tests.py", "k-NN evaluation of a results file"),
     "formats": ("formats", "generate_format_dataset.py", "output-format profiles"),
     "classify-formats": ("classify_formats", "classify_formats.py", "k-NN classification of output formats"),
+    "explore": ("explore", "-m model_inspector.explore", "an interactive HTML explorer of a results file"),
 }
 
 

@@ -187,15 +187,22 @@ def load_tinystories(n_stories: int, data_file: str | None = None, *, skip_bad_r
 
 
 def _hub(name, config, split, n, column):
+    from .loading import hub_offline, hub_unreachable
+
+    need = "a 'text' column" if column == "text" else "columns question, subject, choices, answer"
+    reason = None if hub_offline() else hub_unreachable()  # offline: the datasets cache may still have it
+    if reason:
+        raise DataError(f"{name} needs the HuggingFace hub, which is not available ({reason}); pass a local copy "
+                        f"with --data_file (jsonl/json/parquet/csv with {need}); offline, set HF_HUB_OFFLINE=1 "
+                        "so that this fails at once (or reads the datasets cache)")
     try:
         import datasets
 
         ds = datasets.load_dataset(name, config, split=split if n is None else f"{split}[:{n}]")
     except Exception as exc:  # noqa: BLE001 - the hub failing is a user-facing condition
-        need = "a 'text' column" if column == "text" else "columns question, subject, choices, answer"
         raise DataError(
             f"could not load {name} from the HuggingFace hub ({type(exc).__name__}); offline, pass a local "
-            f"copy with --data_file (jsonl/json/parquet/csv with {need})"
+            f"copy with --data_file (jsonl/json/parquet/csv with {need}) (HF_HUB_OFFLINE=1 skips the hub)"
         ) from None
     return ds[column] if column == "text" else [dict(r) for r in ds]
 

@@ -7,8 +7,16 @@ is a bug and keeps its traceback. Set ``ENTROPY_LENS_DEBUG=1`` to see tracebacks
 
 from __future__ import annotations
 
-__all__ = ["UserError"]
+__all__ = ["UserError", "LensResolutionError", "RunInterrupted"]
 
 
 class UserError(ValueError):
     """A mistake the user can fix; the message says what is wrong and how to fix it."""
+
+
+class LensResolutionError(RuntimeError):
+    """The lens could not be resolved, or does not reproduce the model's own logits."""
+
+
+class RunInterrupted(RuntimeError):
+    """The run was stopped by a signal after saving what was complete."""

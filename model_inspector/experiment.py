@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .decoding import DecodeConfig
-from .errors import UserError
+from .errors import RunInterrupted, UserError
 from .identity import IdentityMismatch, RunIdentity, fingerprint_path, fingerprint_samples
 from .metrics import parse_metrics
 from .storage import (
@@ -56,10 +56,6 @@ __all__ = ["RunConfig", "RunInterrupted", "RunStorageError", "run_profiling", "l
 
 class RunStorageError(OSError):
     """Writing a run's output failed (disk full, permissions...); the message names the path and what is safe."""
-
-
-class RunInterrupted(RuntimeError):
-    """The run was stopped by a signal after saving what was complete."""
 
 
 @dataclass
@@ -85,6 +81,8 @@ class RunConfig:
     compile: bool = False
     #: revision of a hub model (``None``: main)
     revision: str | None = None
+    #: top lens tokens kept per generated token and layer (``top_ids`` / ``top_probs`` columns; 0: none)
+    keep_top_tokens: int = 0
 
     def __post_init__(self):
         if not isinstance(self.max_len, int) or self.max_len < 1:
@@ -103,7 +101,8 @@ class RunConfig:
     def decode(self) -> DecodeConfig:
         """The run's decoding, as one object (validated when the config is made)."""
         return DecodeConfig(max_len=self.max_len, sample=self.sample, temperature=self.temperature, seed=self.seed,
-                            chat_template=self.chat_template, prepend_bos=self.prepend_bos)
+                            chat_template=self.chat_template, prepend_bos=self.prepend_bos,
+                            keep_top_tokens=self.keep_top_tokens)
 
     def identity(self, samples: Sequence[Sample]) -> RunIdentity:
         """The run identity known before loading: the model is resolved and fingerprinted from its
@@ -117,7 +116,7 @@ class RunConfig:
             n_samples=len(samples), max_len=self.max_len, metrics=tuple(m.key for m in self.metrics),
             batch_size=self.batch_size, sample=self.sample, temperature=self.temperature if self.sample else None,
             seed=self.seed, chat_template=self.chat_template, prepend_bos=self.prepend_bos,
-            budget_mb=float(self.budget_mb), compile=bool(self.compile),
+            budget_mb=float(self.budget_mb), compile=bool(self.compile), keep_top_tokens=int(self.keep_top_tokens),
             extra=json.dumps(self.extra, sort_keys=True, default=str))
 
 
@@ -136,6 +135,12 @@ def loaded_identity(identity: RunIdentity, cfg: RunConfig, mi) -> RunIdentity:
         _, local = model_manager.model_source(cfg.model, cfg.revision)
         fp = fingerprint_path(local) if local is not None else "(no local files)"
     return identity.with_loaded(dtype=dtype, device=device, model_fingerprint=fp)
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 def preflight_output(path: str | Path) -> Path:
@@ -175,11 +180,25 @@ def library_versions() -> dict:
 
 
 def default_fields(profile, i: int) -> dict:
-    """Per-sample fields kept from row ``i`` of a Profile: every metric ``[T, L]``, tokens, text."""
+    """Per-sample fields kept from row ``i`` of a Profile: every metric ``[T, L]``, tokens, text and,
+    when kept, the top lens tokens: ``top_ids`` int32 ``[T, L, K]`` and ``top_probs`` float16 ``[T, L, K]``."""
     out = {k: v[i] for k, v in profile.metrics.items()}
     out["tokens"] = profile.token_ids[i]
     out["text"] = profile.texts[i]
+    if profile.top_ids is not None:
+        out["top_ids"] = profile.top_ids[i].astype(np.int32)
+        out["top_probs"] = np.exp(profile.top_logprobs[i]).astype(np.float16)
     return out
+
+
+def token_strings(tokenizer, state: dict) -> dict:
+    """``{str(id): text}`` for every id in the ``tokens`` and ``top_ids`` columns (so that a reader
+    of the file, the explorer say, needs no tokenizer)."""
+    ids: set = set()
+    for key in ("tokens", "top_ids"):
+        for arr in state.get(key, []):
+            ids.update(int(t) for t in np.unique(arr) if t >= 0)
+    return {str(t): tokenizer.decode([t]) for t in sorted(ids)}
 
 
 @contextmanager
@@ -312,7 +331,8 @@ def _run(samples, cfg, out_path, store, identity, rows, old_meta, *, load_inspec
         identity.check(old_meta.get("identity"), out_path)
     meta.update({"identity": identity.as_dict(), "model_id": getattr(mi.model.config, "_name_or_path", cfg.model),
                  "dtype": str(mi.dtype), "device": str(mi.device), "n_layers": mi.n_layers, "d_model": mi.d_model,
-                 "d_vocab": mi.d_vocab, "prepend_bos_resolved": mi.prepend_bos(cfg.prepend_bos)})
+                 "d_vocab": mi.d_vocab, "prepend_bos_resolved": mi.prepend_bos(cfg.prepend_bos),
+                 "threads": _torch_threads()})
     if old_meta.get("complete"):
         return state
     # Policy for prompts longer than the model's context (prompt tokens + max_len): skipped and
@@ -391,6 +411,7 @@ def _run(samples, cfg, out_path, store, identity, rows, old_meta, *, load_inspec
     with _storage_errors(out_path, store, n_safe):
         flush()
         meta["elapsed_s"] = meta.get("elapsed_s", 0) + time.time() - t0
+        meta["token_strings"] = token_strings(mi.tokenizer, state)
         meta["complete"] = True
         store.write_meta(meta)
         if finalize:
@@ -448,6 +469,7 @@ def merge_shards(out_path: str | Path, world: int, batch_size: int, *, save=save
         pos[r] += take
         j += 1
     meta = dict(metas[0])
+    meta["token_strings"] = {k: v for m in metas for k, v in (m.get("token_strings") or {}).items()}
     meta.update({"shard": [0, 1], "n_processes": world, "complete": True,
                  "elapsed_s": max(m.get("elapsed_s", 0) for m in metas)})
     merged["metadata"] = meta

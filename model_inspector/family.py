@@ -14,7 +14,7 @@ from .errors import UserError
 from .evaluation import separation_score  # noqa: F401 - one home for evaluations; re-exported here
 
 __all__ = ["sample_profiles", "cached_profiles", "resample_depth", "align_profiles", "embed", "separation_score",
-           "plot_family_profiles", "plot_embedding"]
+           "plot_family_profiles", "plot_embedding", "pca_axis_labels"]
 
 
 def sample_profiles(inspector, n_samples: int = 64, n_tokens: int = 32, temperature: float = 0.7,
@@ -103,9 +103,9 @@ def plot_family_profiles(by_model: dict, families: dict, *, ylabel: str = "entro
             mu, sd = p.mean(0), p.std(0)
             color = plt.cm.viridis(i / max(1, len(models) - 1) * 0.85)
             ax.plot(depth, mu, color=color, lw=2, label=f"{Path(m).name} (L={p.shape[1]})")
-            ax.fill_between(depth, mu - sd, mu + sd, color=color, alpha=0.15, lw=0)
-        ax.set_title(fam)
-        ax.set_xlabel("relative depth (layer / L)")
+            ax.fill_between(depth, mu - sd, mu + sd, color=color, alpha=0.15, lw=0)  # ±1 std across samples
+        ax.set_title(f"{fam}  (line: mean, band: ±1 std)", fontsize=9)
+        ax.set_xlabel("relative depth (layer + 1) / L")
         ax.set_xlim(0, 1)
         ax.grid(alpha=0.3)
         ax.legend(frameon=False, fontsize=7)
@@ -114,9 +114,19 @@ def plot_family_profiles(by_model: dict, families: dict, *, ylabel: str = "entro
     return fig
 
 
-def plot_embedding(emb: np.ndarray, families, sizes=None, *, title: str = "t-SNE of entropy profiles", ax=None):
-    """Scatter ``emb [N, 2]`` coloured by family; ``sizes`` (e.g. parameters in billions) scale the
-    markers. Draws on ``ax`` when given (returns its figure)."""
+def pca_axis_labels(X: np.ndarray, seed: int = 42) -> list[str]:
+    """``["PC1 (61.0 % of variance)", "PC2 (...)"]`` for the PCA of ``X [N, features]``."""
+    from sklearn.decomposition import PCA
+
+    ratio = PCA(n_components=2, random_state=seed).fit(np.asarray(X, dtype=np.float64)).explained_variance_ratio_
+    return [f"PC{i + 1} ({100 * r:.1f} % of variance)" for i, r in enumerate(ratio)]
+
+
+def plot_embedding(emb: np.ndarray, families, sizes=None, *, title: str = "t-SNE of entropy profiles", ax=None,
+                   axis_labels=("t-SNE 1 (no unit)", "t-SNE 2 (no unit)")):
+    """Scatter ``emb [N, 2]`` coloured by family; ``sizes`` (parameters in billions) scale the markers,
+    with a size key. ``axis_labels``: e.g. :func:`pca_axis_labels` for a PCA. Draws on ``ax`` when
+    given (returns its figure)."""
     from .plots import _plt
 
     plt = _plt()
@@ -129,7 +139,17 @@ def plot_embedding(emb: np.ndarray, families, sizes=None, *, title: str = "t-SNE
                    alpha=0.7, edgecolor="white", linewidth=0.4, label=fam)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.legend(frameon=False, fontsize=8, title="family", title_fontsize=8)
+    ax.set_xlabel(axis_labels[0], fontsize=8)
+    ax.set_ylabel(axis_labels[1], fontsize=8)
+    fam_legend = ax.legend(frameon=False, fontsize=8, title="family", title_fontsize=8, loc="upper left")
+    if sizes is not None:
+        ax.add_artist(fam_legend)
+        sizes = np.asarray(sizes, dtype=float)
+        keys = sorted(set(np.round(sizes, 3)))[:: max(1, len(set(np.round(sizes, 3))) // 3)]
+        handles = [ax.scatter([], [], s=15 + 60 * np.sqrt(v / max(1e-9, sizes.max())), color="grey", alpha=0.6)
+                   for v in keys]
+        ax.legend(handles, [f"{v:g} B" for v in keys], frameon=False, fontsize=7, title="parameters",
+                  title_fontsize=7, loc="lower right")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -23,7 +23,7 @@ from transformers import GenerationConfig
 from .decoding import DecodeConfig
 from .errors import UserError
 from .lens import LogitLens
-from .metrics import DEFAULT_BUDGET_BYTES, parse_metrics
+from .metrics import DEFAULT_BUDGET_BYTES, TOP_IDS, TOP_LOGPROBS, parse_metrics
 from .profile import Profile, PromptProfile
 
 __all__ = ["generate_profiles", "prompt_profiles", "encode_prompts", "batch_seed"]
@@ -165,15 +165,14 @@ def _generate_batch(model, tokenizer, lens, prompts, decode: DecodeConfig, *, me
 
         def on_forward(_mod, _args, _out):
             resid = torch.stack(slots, dim=1)  # [batch, layer, d_model]
-            vals = lens.metrics(resid, metrics, budget_bytes=budget_bytes)
+            vals = lens.metrics(resid, metrics, budget_bytes=budget_bytes, top_k=top_k)  # one vocabulary pass
+            if top_k:
+                tops_i.append(vals.pop(TOP_IDS).cpu())
+                tops_v.append(vals.pop(TOP_LOGPROBS).cpu())
             for k, v in vals.items():
                 steps[k].append(v.cpu())
             if keep_residuals:
                 resids.append(resid.float().cpu())
-            if top_k:
-                i, v = lens.top_k(resid, top_k, budget_bytes=budget_bytes)
-                tops_i.append(i.cpu())
-                tops_v.append(v.cpu())
 
         handle = model.register_forward_hook(on_forward)
         try:

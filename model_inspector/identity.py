@@ -82,6 +82,7 @@ class RunIdentity:
     prepend_bos: str
     budget_mb: float
     compile: bool
+    keep_top_tokens: int = 0
     extra: str = "{}"
 
     def as_dict(self) -> dict:

@@ -42,13 +42,19 @@ class ModelInspector:
     ``budget_bytes``: memory budget for the vocabulary-chunk temporaries of the lens.
     ``compile``: fuse the lens's vocabulary reductions with ``torch.compile`` (faster after a
     one-off compilation of seconds; see the README's Performance section).
+    ``threads``: set torch's CPU threads (``"auto"``: the cores this process may use less the current
+    load; ``None``: leave torch's setting alone).
     ``lens_spec``: a :class:`~model_inspector.architecture.LensSpec` overriding the lens's resolution
     (blocks, final modules, head, logit transforms) for models no rule covers.
     """
 
     def __init__(self, model_name_or_model, tokenizer=None, device="auto", dtype="auto", *, device_map=None,
                  max_memory=None, verify: bool = True, budget_bytes: int = DEFAULT_BUDGET_BYTES,
-                 compile: bool = False, lens_spec=None):
+                 compile: bool = False, lens_spec=None, threads: int | None = None):
+        if threads is not None:
+            from .threads import set_threads
+
+            self.threads = set_threads(None if threads == "auto" else threads)
         if isinstance(model_name_or_model, nn.Module):
             if tokenizer is None:
                 raise UserError("pass the model's tokenizer along with a model object")

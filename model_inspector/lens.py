@@ -36,7 +36,7 @@ from .architecture import (
     first_tensor,
     text_config,
 )
-from .metrics import DEFAULT_BUDGET_BYTES, chunk_size_for, stream_metrics, top_k_from_chunks
+from .metrics import DEFAULT_BUDGET_BYTES, TOP_IDS, TOP_LOGPROBS, chunk_size_for, stream_metrics
 
 __all__ = ["LogitLens", "LensResolutionError", "find_blocks", "text_config"]
 
@@ -185,24 +185,25 @@ class LogitLens:
         normed = self.normalize(resid)
         return torch.cat(list(self.logits_chunks(normed, self.vocab_size)), dim=-1)
 
-    def metrics(self, resid: torch.Tensor, metrics, *, budget_bytes: int = DEFAULT_BUDGET_BYTES) -> dict:
+    def metrics(self, resid: torch.Tensor, metrics, *, budget_bytes: int = DEFAULT_BUDGET_BYTES,
+                top_k: int = 0) -> dict:
         """Metrics of the lens distributions of residual states ``[..., layer, d_model]``.
 
-        Returns ``{key: float32 tensor [..., layer]}`` on the head's device (entropies in nats).
+        Returns ``{key: float32 tensor [..., layer]}`` on the head's device (entropies in nats);
+        ``top_k > 0`` adds the top lens tokens from the same pass over the vocabulary
+        (``metrics.TOP_IDS`` ``[..., layer, k]``, ``metrics.TOP_LOGPROBS`` in nats).
         The vocabulary is streamed in chunks so that temporaries stay under ``budget_bytes``."""
         with torch.no_grad():
             normed = self.normalize(resid)
             rows = max(1, normed[..., 0].numel())
             size = chunk_size_for(rows, self.vocab_size, budget_bytes)
             return stream_metrics(lambda: self.logits_chunks(normed, size), metrics, self.vocab_size,
-                                  compile=self.compile)
+                                  compile=self.compile, top_k=top_k)
 
     def top_k(self, resid: torch.Tensor, k: int, *, budget_bytes: int = DEFAULT_BUDGET_BYTES):
         """Top-``k`` decoded tokens: ``(ids [..., k], log_probs [..., k])`` for ``resid [..., d]``."""
-        with torch.no_grad():
-            normed = self.normalize(resid)
-            size = chunk_size_for(max(1, normed[..., 0].numel()), self.vocab_size, budget_bytes)
-            return top_k_from_chunks(self.logits_chunks(normed, size), k)
+        out = self.metrics(resid, [], budget_bytes=budget_bytes, top_k=k)
+        return out[TOP_IDS], out[TOP_LOGPROBS]
 
     # ----------------------------------------------------------------- capture
     @contextmanager

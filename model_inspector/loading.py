@@ -328,6 +328,44 @@ def _not_found(name: str, tried: list[str], exc: Exception) -> ModelNotFoundErro
     )
 
 
+def hub_offline() -> bool:
+    """Whether the user asked for no hub access (``HF_HUB_OFFLINE=1``)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the HuggingFace hub cannot be used now, or ``None``: ``HF_HUB_OFFLINE`` is set, or a TCP
+    connection to the hub (``HF_ENDPOINT``, default huggingface.co, port 443) fails within ``timeout``
+    seconds. One check instead of the libraries' retries (5-10 retry lines and 26-50 s offline)."""
+    import socket
+    from urllib.parse import urlparse
+
+    if hub_offline():
+        return "HF_HUB_OFFLINE is set"
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError as exc:
+        return f"{url.hostname} cannot be reached ({exc.strerror or type(exc).__name__})"
+    return None
+
+
+def _check_hub_model(name: str, hf_id: str) -> None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(hf_id, "config.json"), str):
+            return  # in the local cache: transformers can load it (offline too)
+    except Exception:  # noqa: BLE001 - no cache information: ask the hub
+        pass
+    reason = hub_unreachable()
+    if reason:
+        raise ModelNotFoundError(
+            f"model {name!r} is not on this machine and the HuggingFace hub may be unreachable ({reason}); pass a "
+            f"local directory or .gguf file, or an embedded model ('{DEFAULT_MODEL}', 'gemma-3-270m'); offline, set "
+            "HF_HUB_OFFLINE=1 so that this fails at once")
+
+
 def load_model(name_or_path: str, device: str | torch.device | None = "auto", dtype: str | torch.dtype | None = "auto",
                device_map=None, max_memory: dict | None = None, offload_folder: str | os.PathLike | None = None):
     """Load ``(model, tokenizer)``, frozen (eval mode, no gradients).
@@ -358,6 +396,8 @@ def load_model(name_or_path: str, device: str | torch.device | None = "auto", dt
     else:
         src = target
         tried.append(f"local directory {target}" if kind == "dir" else f"HF hub id {target!r}")
+        if kind == "hub":
+            _check_hub_model(str(name_or_path), target)
     kwargs = {"dtype": dt}
     if device_map is not None:
         kwargs["device_map"] = device_map

@@ -362,6 +362,7 @@ def stream_metrics(
     vocab_size: int,
     *,
     compile: bool = False,
+    top_k: int = 0,
 ) -> dict[str, torch.Tensor]:
     """Compute ``metrics`` from logits that arrive in vocabulary chunks.
 
@@ -370,24 +371,30 @@ def stream_metrics(
     required for metrics with a second pass (thresholded, nucleus).
     ``compile=True`` fuses each chunk's reduction with ``torch.compile`` (one pass over the chunk;
     about 9x faster on CPU, after a compilation of some seconds).
+    ``top_k > 0`` also keeps the top-``k`` tokens from the same pass: ``out[TOP_IDS]`` (int64
+    ``[..., k]``) and ``out[TOP_LOGPROBS]`` (float32 ``[..., k]``, nats), most probable first.
+    ``vocab_size=None`` skips the check that the chunks cover the vocabulary.
     Returns ``{metric.key: tensor [...]}`` in float32 (entropies in nats).
     """
-    metrics = parse_metrics(metrics)
+    metrics = parse_metrics(metrics) if metrics else ()
     need = Needs()
     for m in metrics:
         need = need | m.spec.needs(m.param)
     st = _Stream(sorted(need.orders), need_count=need.count, need_kl=need.kl, need_t=need.t, compile=compile)
     st64 = _Stream(sorted(need.orders64), need_count=False, need_kl=False, need_t=False) if need.orders64 else None
+    tops = _TopK(top_k) if top_k else None
     n_seen = 0
     for x in _chunk_iter(chunks):
         n_seen += x.shape[-1]
         st.update(x)
         if st64 is not None:
             st64.update(x.double())
+        if tops is not None:
+            tops.update(x)
         del x  # free this chunk before the next one is computed
     if st.m is None:
         raise ValueError("no logits were given (empty chunk iterator)")
-    if n_seen != vocab_size:
+    if vocab_size is not None and n_seen != vocab_size:
         raise ValueError(f"chunks covered {n_seen} vocabulary entries, expected {vocab_size}")
     stats = Stats(st, st64, vocab_size)
     out: dict[str, torch.Tensor] = {}
@@ -402,7 +409,10 @@ def stream_metrics(
             raise ValueError(f"{', '.join(m.key for m in ms)} need `chunks` as a callable (more passes over the "
                              "vocabulary)")
         out.update(fn(chunks, stats, ms))
-    return {m.key: out[m.key] for m in metrics}
+    out = {m.key: out[m.key] for m in metrics}
+    if tops is not None:
+        out[TOP_IDS], out[TOP_LOGPROBS] = tops.i, tops.v.float() - stats.log_z.unsqueeze(-1)
+    return out
 
 
 #: Rényi orders closer than this to 1 are accumulated in float64.
@@ -614,31 +624,38 @@ def kl_divergence(
     return metrics_from_logits(both, ["kl_final"], budget_bytes=budget_bytes)["kl_final"][..., 0]
 
 
+class _TopK:
+    """Running top-``k`` of logits chunks ``[..., c]`` (ids offset by the chunks seen so far)."""
+
+    def __init__(self, k: int):
+        if not isinstance(k, int) or k < 1:
+            raise UserError(f"k must be an integer >= 1 (got {k!r})")
+        self.k, self.offset, self.v, self.i = k, 0, None, None
+
+    def update(self, x: torch.Tensor) -> None:
+        kk = min(self.k, x.shape[-1])
+        v, i = x.topk(kk, dim=-1)
+        i = i + self.offset
+        self.offset += x.shape[-1]
+        if self.v is not None:
+            v, i = torch.cat([self.v, v], -1), torch.cat([self.i, i], -1)
+            v, order = v.topk(min(self.k, v.shape[-1]), dim=-1)
+            i = i.gather(-1, order)
+        self.v, self.i = v, i
+
+
+#: keys under which :func:`stream_metrics` returns the top lens tokens when ``top_k > 0``
+TOP_IDS, TOP_LOGPROBS = "__top_ids__", "__top_logprobs__"
+
+
 def top_k_from_chunks(chunks: Iterable[torch.Tensor], k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` entries of logits arriving in vocabulary chunks ``[..., c]``.
 
     Returns ``(ids [..., k] int64, log_probs [..., k] float32)``, most probable first.
     """
-    if not isinstance(k, int) or k < 1:
-        raise UserError(f"k must be an integer >= 1 (got {k!r})")
-    best_v = best_i = None
-    st = _Stream((), need_count=False, need_kl=False, need_t=False)
-    offset = 0
-    for x in chunks:
-        x = x.float()
-        st.update(x)
-        kk = min(k, x.shape[-1])
-        v, i = x.topk(kk, dim=-1)
-        i = i + offset
-        offset += x.shape[-1]
-        if best_v is not None:
-            v, i = torch.cat([best_v, v], -1), torch.cat([best_i, i], -1)
-        kk = min(k, v.shape[-1])
-        v, order = v.topk(kk, dim=-1)
-        best_v, best_i = v, i.gather(-1, order)
-    if best_v is None:
-        raise ValueError("no logits were given (empty chunk iterator)")
-    return best_i, best_v - st.log_z.unsqueeze(-1)
+    _TopK(k)  # checks k
+    out = stream_metrics(list(chunks), [], None, top_k=k)
+    return out[TOP_IDS], out[TOP_LOGPROBS]
 
 
 # windowing lives with the profile types; re-exported for code written against earlier versions

@@ -123,6 +123,13 @@ class Profile:
     def n_layers(self) -> int:
         return next(iter(self.metrics.values())).shape[2]
 
+    def __repr__(self) -> str:
+        p, t, n_layers = self.metrics[next(iter(self.metrics))].shape if self.metrics else (len(self.prompts), 0, 0)
+        extra = [name for name in ("residuals", "top_ids") if getattr(self, name, None) is not None]
+        return (f"Profile({p} prompts x {t} tokens x {n_layers} layers [prompt, token, layer]; metrics "
+                f"{', '.join(self.metrics)}; {int(np.sum(self.n_tokens))} generated tokens"
+                f"{'; with ' + ', '.join(extra) if extra else ''})")
+
     def mean_profile(self, key: str = "entropy") -> np.ndarray:
         """Mean over valid generated tokens: ``[prompt, layer]``."""
         return self.windows(key, 1)[:, 0, :]
@@ -174,6 +181,10 @@ class PromptProfile:
         _check("n_positions", self.n_positions, (p,))
         for k, v in self.metrics.items():
             _check(f"metrics[{k!r}]", v, (p, self.token_ids.shape[1], None))
+
+    def __repr__(self) -> str:
+        return (f"PromptProfile({len(self.prompts)} prompts x {self.token_ids.shape[1]} positions "
+                f"[prompt, position, layer]; metrics {', '.join(self.metrics)})")
 
     @property
     def entropy(self) -> np.ndarray:

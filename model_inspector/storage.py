@@ -48,7 +48,8 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "ResultsFileError", "OutputLockedError", 
 
 FORMAT = "entropy-lens-results"
 #: 2: ``metadata.identity`` (the run identity) added; version-1 files load but cannot be resumed.
-FORMAT_VERSION = 2
+#: 3: ``top_ids`` / ``top_probs`` columns (top lens tokens) and ``metadata.token_strings`` added.
+FORMAT_VERSION = 3
 
 
 class ResultsFileError(UserError):

@@ -47,7 +47,7 @@ def test_tinystories_script_and_evaluation(tiny_dir, stories_file, tmp_path):
     assert data["model"][0] == "tiny-llama" and data["prompt"][0] == "continuation_prompt_1_base"
     assert (data["renyi_0.5"][0] >= data["entropy"][0] - 1e-5).all()
     meta = data["metadata"]
-    assert meta["format_version"] == 2 and meta["config"]["sample"] is True and meta["complete"] is True
+    assert meta["format_version"] == 3 and meta["config"]["sample"] is True and meta["complete"] is True
     assert meta["config"]["max_len"] == 3 and "torch" in meta["versions"] and meta["n_skipped"] == 0
     assert "nats" in meta["metrics"]["entropy"]
     proc = run_script("run_tests.py", out, "--bs", 8, "--label", "prompt")
@@ -72,7 +72,7 @@ def test_tinystories_script_and_evaluation(tiny_dir, stories_file, tmp_path):
 def test_mmlu_script(tiny_dir, shared_data, tmp_path):
     run_script("run_experiments.py", tiny_dir, "mmlu", "--n_questions", 12, "--data_file", shared_data / "mmlu_test.jsonl",
         "--max_len", 2, "--results_dir", tmp_path, "--batch_size", 6, "--prompt_type", "instruct", "--no_progress")
-    data = load_results(tmp_path / "tiny-llama_mmlu_instruct.pkl")
+    data = load_results(tmp_path / "tiny-llama_mmlu_instruct_n12.pkl")  # the name says --n_questions
     assert len(data["entropy"]) == 12
     assert set(data["correct"]) <= {0, 1} and all(a in "ABCD" for a in data["answer"])
     assert all(t.startswith("The following is a multiple choice question about") for t in data["input"])

@@ -54,7 +54,8 @@ def test_console_command_mirrors_the_scripts(tmp_path):
 
     for name, (module, script, _) in COMMANDS.items():
         a = subprocess.run([sys.executable, "-m", "model_inspector", name, "--help"], capture_output=True, text=True)
-        b = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True)
+        target = script.split() if script.startswith("-m ") else [str(ROOT / script)]
+        b = subprocess.run([sys.executable, *target, "--help"], capture_output=True, text=True, cwd=ROOT)
         assert a.returncode == b.returncode == 0, (name, a.stderr, b.stderr)
         flags = lambda text: sorted(set(t for t in text.split() if t.startswith("--")))  # noqa: E731
         assert flags(a.stdout) == flags(b.stdout), name

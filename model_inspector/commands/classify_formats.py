@@ -41,7 +41,7 @@ def plot_confusion(cm, labels, title, path):
 
     from model_inspector.plots import _plt, save_figure
 
-    fig, ax = _plt().subplots(figsize=(4.2, 3.8))
+    fig, ax = _plt().subplots(figsize=(5.0, 4.4))
     ConfusionMatrixDisplay(cm, display_labels=labels).plot(ax=ax, cmap="Blues", colorbar=False)
     ax.set_title(title, fontsize=9)
     return save_figure(fig, path)
@@ -71,7 +71,9 @@ def main(argv=None) -> int:
     summary = {}
     print(f"{args.data}: {df['sample'].nunique() if 'sample' in df else len(df) // len(available)} prompts, "
           f"formats {', '.join(sorted(df['format'].unique()))}")
-    print(f"{'alpha':>6} {'k':>3} {'cv acc':>8} {'± std':>7} {'ROC-AUC':>8} {'baseline':>9} {'split acc':>10}")
+    n_classes = df["format"].nunique()
+    print(f"{'alpha':>6} {'k':>3} {'cv acc':>8} {'± std':>7} {'chance':>7} {'ROC-AUC':>8} {'dummy AUC':>10} "
+          f"{'split acc':>10}")
     for a in alphas:
         sub = df[np.isclose(df["alpha"].astype(float), a)]
         X = np.stack([np.asarray(e, dtype=np.float64).reshape(-1) for e in sub["entropy"]])
@@ -85,13 +87,19 @@ def main(argv=None) -> int:
                 "cv_accuracy_by_fold": r["model_accuracy_by_fold"], "roc_auc": r["model_roc_auc"],
                 "roc_auc_by_fold": r["model_auc_by_fold"], "baseline_roc_auc": r["baseline_roc_auc"],
                 "p_value": r["p_value"], "split_accuracy": report["accuracy"], "split_report": report,
-                "confusion_matrix": cm.tolist(), "labels": labels, "n_samples": r["n_samples"]}
+                "confusion_matrix": cm.tolist(), "labels": labels, "n_samples": r["n_samples"], "k_used": r["k_used"],
+                "chance_accuracy": max(r["class_counts"]) / r["n_samples"]}
+            k_note = f" (k reduced to {r['k_used']}: small training folds)" if r["k_used"] < k else ""
             print(f"{a:>6g} {k:>3} {r['model_accuracy']:>8.3f} {r['model_accuracy_std']:>7.3f} "
-                  f"{r['model_roc_auc']:>8.3f} {r['baseline_roc_auc']:>9.3f} {report['accuracy']:>10.3f}")
+                  f"{max(r['class_counts']) / r['n_samples']:>7.3f} {r['model_roc_auc']:>8.3f} "
+                  f"{r['baseline_roc_auc']:>10.3f} {report['accuracy']:>10.3f}{k_note}")
         best_k = max(args.ks, key=lambda k: summary[str(a)][str(k)]["cv_accuracy_mean"])
         cm = np.array(summary[str(a)][str(best_k)]["confusion_matrix"])
-        for p in plot_confusion(cm, labels, f"alpha={a:g}, k={best_k} (20% test split)",
-                                plots / f"confusion_alpha{a:g}.png"):
+        acc = summary[str(a)][str(best_k)]["split_accuracy"]
+        title = (f"alpha={a:g}, k={best_k} (best CV accuracy of k in {', '.join(map(str, args.ks))})\n"
+                 f"{args.test_size:g} test split: accuracy {acc:.2f} (chance {1 / n_classes:.2f}); rows: true, "
+                 "columns: predicted")
+        for p in plot_confusion(cm, labels, title, plots / f"confusion_alpha{a:g}_k{best_k}.png"):
             print(f"  wrote {p}")
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)

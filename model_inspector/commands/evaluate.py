@@ -98,10 +98,13 @@ def evaluate(data: dict, args) -> tuple:
     X = features_from_results(data, args.metric, args.num_windows)
     res = evaluate_knn(X, y, k=args.k, n_splits=args.folds)
     pos = res["classes"][-1]
-    res["correct"] = float(np.mean(y.astype(str) == str(pos))) if len(res["classes"]) == 2 else float("nan")
+    balance = "|".join(f"{c}:{n / res['n_samples']:.3f}" for c, n in zip(res["classes"], res["class_counts"]))
+    # binary: the fraction of positive labels (the paper's column); more classes: the class balance
+    res["correct"] = float(np.mean(y.astype(str) == str(pos))) if len(res["classes"]) == 2 else balance
     overall = pd.DataFrame([{c: res[c] for c in OVERALL_COLUMNS} | {
-        "label": args.label, "k": args.k, "n_samples": res["n_samples"], "classes": "|".join(res["classes"]),
-        "model_accuracy": res["model_accuracy"], "baseline_accuracy": res["baseline_accuracy"]}])
+        "label": args.label, "k": args.k, "k_used": res["k_used"], "folds": args.folds, "n_samples": res["n_samples"],
+        "classes": "|".join(res["classes"]), "class_balance": balance, "chance_accuracy": max(res["class_counts"]) /
+        res["n_samples"], "model_accuracy": res["model_accuracy"], "baseline_accuracy": res["baseline_accuracy"]}])
     subject = None
     if args.by_subject:
         if "subject" not in data:
@@ -128,7 +131,6 @@ def evaluate(data: dict, args) -> tuple:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    import numpy as np
     import pandas as pd
 
     from ..experiment import preflight_output
@@ -144,13 +146,17 @@ def main(argv=None) -> int:
     overall, subject, X, y = evaluate(data, args)
     overall.to_csv(f"{stem}_tm_overall.csv", index=False)
     r = overall.iloc[0]
-    print(f"{args.file}: {r['n_samples']} samples, label '{args.label}' ({r['classes']})")
-    print(f"  k-NN (k={args.k}) ROC-AUC   {r['model_roc_auc']:.3f}   accuracy {r['model_accuracy']:.3f}")
+    print(f"{args.file}: {r['n_samples']} samples, label '{args.label}' ({r['class_balance']}), {args.folds}-fold CV")
+    if r["k_used"] < args.k:
+        print(f"  note: k reduced from {args.k} to {r['k_used']}: the training folds hold too few samples "
+              "(lower -k/--k or profile more samples)")
+    print(f"  k-NN (k={r['k_used']}) ROC-AUC   {r['model_roc_auc']:.3f}   accuracy {r['model_accuracy']:.3f} "
+          f"(chance {r['chance_accuracy']:.3f})")
     print(f"  stratified baseline ROC-AUC {r['baseline_roc_auc']:.3f}   accuracy {r['baseline_accuracy']:.3f}")
     print(f"  improvement {r['improvement']:+.3f}, paired t-test p = {r['p_value']:.2e} "
           f"({'significant' if r['significant'] else 'not significant'} at 0.05)")
-    if not np.isnan(r["correct"]):
-        print(f"  fraction of '{r['classes'].split('|')[-1]}' labels: {r['correct']:.3f}")
+    if len(r["classes"].split("|")) == 2:
+        print(f"  fraction of '{r['classes'].split('|')[-1]}' labels: {float(r['correct']):.3f}")
     print(f"  wrote {stem}_tm_overall.csv")
     if subject is not None:
         subject.to_csv(f"{stem}_tm_subject.csv", index=False)
@@ -163,7 +169,8 @@ def main(argv=None) -> int:
         from model_inspector.plots import plot_class_profiles, save_figure
 
         L = X.shape[1] // (args.num_windows or 1)
-        fig = plot_class_profiles(X[:, :L] if args.num_windows else X, y,
+        names = {"0": "incorrect", "1": "correct"} if args.label == "correct" else None
+        fig = plot_class_profiles(X[:, :L] if args.num_windows else X, y, class_names=names,
                                   title=f"{Path(args.file).name}: mean {args.metric} profile by {args.label}")
         for p in save_figure(fig, f"{stem}_profiles.png"):
             print(f"  wrote {p}")

@@ -41,6 +41,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def sample_suffix(args) -> str:
+    """What narrows the question set, in the file name: ``_n20``, ``_anatomy+virology`` (``_subjects-HASH``
+    when long); empty for the full test split, so the paper's name is unchanged."""
+    import hashlib
+
+    out = ""
+    if args.subjects:
+        joined = "+".join(sorted(args.subjects))
+        out += f"_{joined}" if len(joined) <= 60 else f"_subjects-{hashlib.sha1(joined.encode()).hexdigest()[:8]}"
+    if args.n_questions:
+        out += f"_n{args.n_questions}"
+    return out
+
+
 def grade(sample, fields) -> dict:
     predicted = extract_letter(fields["text"])
     return {"predicted": predicted or "", "correct": int(predicted == sample.labels["answer"])}
@@ -61,10 +75,10 @@ def main(argv=None) -> int:
     print(f"{len(samples)} questions; {skipped} over {MAX_MMLU_QUESTION_CHARS} characters skipped")
     cfg = RunConfig(model=args.model, dataset="mmlu", max_len=args.max_len, metrics=tuple(args.metrics),
                     batch_size=args.batch_size, sample=False, seed=args.seed, chat_template=args.chat_template,
-                    prepend_bos=args.prepend_bos,
+                    prepend_bos=args.prepend_bos, keep_top_tokens=args.keep_top_tokens,
                     extra={"prompt_type": args.prompt_type, "n_questions": args.n_questions,
                            "subjects": args.subjects}, **run_settings(args))
-    out = Path(args.results_dir) / f"{model_label(args.model)}_mmlu_{args.prompt_type}.pkl"
+    out = Path(args.results_dir) / f"{model_label(args.model)}_mmlu_{args.prompt_type}{sample_suffix(args)}.pkl"
     t0 = time.time()
     state = run_distributed(samples, cfg, out, load_inspector=lambda dev: load_inspector(args, dev),
                             update_steps=args.update_steps, resume=args.resume, overwrite=args.overwrite,

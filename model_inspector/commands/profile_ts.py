@@ -53,7 +53,7 @@ def main(argv=None) -> int:
           f"{MAX_TS_PROMPT_CHARS} characters skipped")
     cfg = RunConfig(model=args.model, dataset="tinystories", max_len=args.max_len, metrics=tuple(args.metrics),
                     batch_size=args.batch_size, sample=not args.greedy, temperature=args.temperature,
-                    seed=args.seed, chat_template=args.chat_template, prepend_bos=args.prepend_bos, extra={"n_stories": args.n_stories}, **run_settings(args))
+                    seed=args.seed, chat_template=args.chat_template, prepend_bos=args.prepend_bos, keep_top_tokens=args.keep_top_tokens, extra={"n_stories": args.n_stories}, **run_settings(args))
     out = Path(args.results_dir) / f"{model_label(args.model)}_tinystories_{args.n_stories}.pkl"
     t0 = time.time()
     state = run_distributed(samples, cfg, out, load_inspector=lambda dev: load_inspector(args, dev),
