@@ -189,6 +189,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer prompts and 64 format tokens")
     ap.add_argument("--skip_memory", action="store_true")
     ap.add_argument("--no_compile", action="store_true", help="skip the torch.compile variant")
+    ap.add_argument("--legacy", action="store_true", help="also run the earlier eager path (before/after in one run)")
     ap.add_argument("--only", choices=["mmlu_like", "format_like"], default=None, help="run one speed scenario")
     ap.add_argument("--data_file", default=str(ROOT.parent / "shared" / "data" / "mmlu_test.jsonl"))
     ap.add_argument("--out", default=None)
@@ -199,6 +200,9 @@ def main():
 
     mi = ModelInspector(args.model, device=args.device, dtype=args.dtype)
     mis = {"eager": mi}
+    if args.legacy:  # the earlier eager path (a new tensor per operation, six passes per chunk), same model
+        mis["legacy"] = ModelInspector(mi.model, mi.tokenizer)
+        mis["legacy"].lens.buffered = False
     if not args.no_compile:
         mis["compiled"] = ModelInspector(mi.model, mi.tokenizer, compile=True)
     dev = torch.cuda.get_device_name() if mi.device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"

@@ -36,7 +36,7 @@ from .architecture import (
     first_tensor,
     text_config,
 )
-from .metrics import DEFAULT_BUDGET_BYTES, TOP_IDS, TOP_LOGPROBS, chunk_size_for, stream_metrics
+from .metrics import DEFAULT_BUDGET_BYTES, TOP_IDS, TOP_LOGPROBS, Workspace, chunk_size_for, stream_metrics
 
 __all__ = ["LogitLens", "LensResolutionError", "find_blocks", "text_config"]
 
@@ -63,6 +63,8 @@ class LogitLens:
     def __init__(self, model: nn.Module, *, verify: bool = True, atol: float = 1e-4, compile: bool = False,
                  spec: LensSpec | None = None, transforms: list | None = None):
         self.model, self.verify, self.atol, self.compile = model, verify, atol, compile
+        #: reduce vocabulary chunks into reused buffers (False: allocate per operation, the earlier path)
+        self.buffered = True
         spec = spec or LensSpec()
         if transforms is not None:
             spec = LensSpec(blocks=spec.blocks, final=spec.final, head=spec.head, transforms=transforms)
@@ -164,15 +166,27 @@ class LogitLens:
             x = first_tensor(mod(x.to(_module_device(mod, x.device))))
         return x.to(device=self.head.weight.device, dtype=self.head.weight.dtype)
 
-    def logits_chunks(self, normed: torch.Tensor, chunk: int, rows: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+    def logits_chunks(self, normed: torch.Tensor, chunk: int, rows: torch.Tensor | None = None, *,
+                      reuse: bool = False) -> Iterator[torch.Tensor]:
         """Yield float32 logits ``[..., c]`` of normalised states ``[..., d]`` over vocabulary
-        chunks of width ``chunk`` (transforms applied). ``rows``: restrict to these token ids."""
+        chunks of width ``chunk`` (transforms applied). ``rows``: restrict to these token ids.
+        ``reuse=True``: every chunk is written into the same buffer (fp32 heads), so a chunk is valid
+        only until the next one is asked for (the streamed metrics read them one at a time)."""
         w = self.head.weight
         b = getattr(self.head, "bias", None)
         if rows is not None:
             w, b = w[rows], (None if b is None else b[rows])
+        lead = normed.shape[:-1]
+        flat = normed.reshape(-1, normed.shape[-1])
         for i in range(0, w.shape[0], chunk):
-            out = torch.nn.functional.linear(normed, w[i : i + chunk], None if b is None else b[i : i + chunk])
+            wc = w[i : i + chunk]
+            if reuse and w.dtype == torch.float32 and flat.dtype == torch.float32:
+                out = torch.mm(flat, wc.t(), out=Workspace.get("logits", (flat.shape[0], wc.shape[0]), w.device))
+                if b is not None:
+                    out += b[i : i + chunk]
+                out = out.view(*lead, wc.shape[0])
+            else:
+                out = torch.nn.functional.linear(normed, wc, None if b is None else b[i : i + chunk])
             out = out.float()
             for _, fn in self._transforms:
                 out = fn(out)
@@ -197,8 +211,8 @@ class LogitLens:
             normed = self.normalize(resid)
             rows = max(1, normed[..., 0].numel())
             size = chunk_size_for(rows, self.vocab_size, budget_bytes)
-            return stream_metrics(lambda: self.logits_chunks(normed, size), metrics, self.vocab_size,
-                                  compile=self.compile, top_k=top_k)
+            return stream_metrics(lambda: self.logits_chunks(normed, size, reuse=self.buffered), metrics,
+                                  self.vocab_size, compile=self.compile, top_k=top_k, buffered=self.buffered)
 
     def top_k(self, resid: torch.Tensor, k: int, *, budget_bytes: int = DEFAULT_BUDGET_BYTES):
         """Top-``k`` decoded tokens: ``(ids [..., k], log_probs [..., k])`` for ``resid [..., d]``."""
