@@ -15,3 +15,18 @@ def run_script(script, *args, check=True, timeout=600):
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
+
+
+def same_results(a: dict, b: dict) -> None:
+    """Two results dicts hold the same samples (every column equal; metadata aside)."""
+    import numpy as np
+
+    keys = set(a) - {"metadata"}
+    assert keys == set(b) - {"metadata"}
+    for k in keys:
+        assert len(a[k]) == len(b[k]), k
+        for x, y in zip(a[k], b[k]):
+            if isinstance(x, np.ndarray):
+                np.testing.assert_array_equal(x, y, err_msg=k)
+            else:
+                assert x == y, k

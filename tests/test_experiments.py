@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_script
+from helpers import run_script, same_results
 
 from model_inspector.experiment import RunConfig, RunInterrupted, run_profiling
 from model_inspector.storage import load_npz, load_results, save_npz
@@ -22,18 +22,6 @@ def stories_file(tmp_path_factory):
     p = tmp_path_factory.mktemp("data") / "stories.jsonl"
     p.write_text("".join(json.dumps({"text": s}) + "\n" for s in STORIES))
     return p
-
-
-def same_results(a: dict, b: dict):
-    keys = set(a) - {"metadata"}
-    assert keys == set(b) - {"metadata"}
-    for k in keys:
-        assert len(a[k]) == len(b[k]), k
-        for x, y in zip(a[k], b[k]):
-            if isinstance(x, np.ndarray):
-                np.testing.assert_array_equal(x, y, err_msg=k)
-            else:
-                assert x == y, k
 
 
 def test_tinystories_script_and_evaluation(tiny_dir, stories_file, tmp_path):

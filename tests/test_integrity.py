@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_script
+from helpers import run_script, same_results
 
 from model_inspector.experiment import RunConfig, merge_shards, run_profiling, shard_path
 from model_inspector.identity import IdentityMismatch
@@ -30,17 +30,6 @@ def one_line_error(proc, *fragments):
     for f in fragments:
         assert f in lines[0], (f, lines[0])
     return lines[0]
-
-
-def same_rows(a, b):
-    assert set(a) - {"metadata"} == set(b) - {"metadata"}
-    for k in set(a) - {"metadata"}:
-        assert len(a[k]) == len(b[k]), k
-        for x, y in zip(a[k], b[k]):
-            if isinstance(x, np.ndarray):
-                np.testing.assert_array_equal(x, y, err_msg=k)
-            else:
-                assert x == y, k
 
 
 @pytest.fixture(scope="module")
@@ -178,8 +167,8 @@ def test_checkpoints_append_and_a_cut_final_write_is_finished_by_resume(tiny_dir
     assert seen == [3] and not out.exists()  # 24 samples, one part per 8
     assert len(load_results(out)["entropy"]) == 24  # readable from the sidecar
     resumed = run_profiling(_samples(), _cfg(tiny_dir), out, load_inspector=lambda: 1 / 0, resume=True, progress=False)
-    same_rows(full, resumed)
-    same_rows(full, load_results(out))
+    same_results(full, resumed)
+    same_results(full, load_results(out))
     assert sorted(p.name for p in tmp_path.iterdir() if "cut" in p.name) == [".cut.pkl.lock", "cut.pkl"]
     assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
 
@@ -209,8 +198,8 @@ def test_a_cut_merge_is_finished_by_a_single_process_resume(tiny_dir, mi, tmp_pa
         run_distributed(_samples(), _cfg(tiny_dir), out, load_inspector=lambda dev: mi, progress=False)
     merged = run_distributed(_samples(), _cfg(tiny_dir), out, load_inspector=lambda dev: 1 / 0, resume=True,
                              progress=False)
-    same_rows(full, merged)
-    same_rows(full, load_results(out))
+    same_results(full, merged)
+    same_results(full, load_results(out))
     assert not PartsStore(shard_path(out, 0, 2)).dir.exists() and not PartsStore(shard_path(out, 1, 2)).dir.exists()
 
 
@@ -233,7 +222,7 @@ def test_a_full_disk_keeps_every_completed_batch(tmp_path, stories_file, tiny_di
         shutil.copytree(mnt, big)
         run_script(*args, "--results_dir", big, "--resume")
         run_script(*args, "--results_dir", tmp_path / "ref")
-        same_rows(load_results(tmp_path / "ref" / out.name), load_results(big / out.name))
+        same_results(load_results(tmp_path / "ref" / out.name), load_results(big / out.name))
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
 
