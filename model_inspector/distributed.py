@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .experiment import merge_shards, preflight_output, run_profiling, shard_path, shard_stores
-from .storage import OutputLock, OutputLockedError, load_results, save_results
+from .storage import OutputLock, OutputLockedError, load_results
 
 __all__ = ["process_state", "run_distributed"]
 
@@ -57,7 +57,7 @@ def _finish_cut_merge(samples, cfg, out_path: Path, *, resume: bool, overwrite: 
 
 
 def run_distributed(samples, cfg, out_path, *, load_inspector, resume=False, overwrite=False, progress=True,
-                    save=save_results, load=load_results, **kwargs) -> dict | None:
+                    save=None, **kwargs) -> dict | None:
     """``run_profiling`` over all processes. Returns the merged results on rank 0 (or the single
     process), ``None`` on the other ranks. ``load_inspector(device)`` gets each process's device."""
     out_path = Path(out_path)
@@ -70,7 +70,7 @@ def run_distributed(samples, cfg, out_path, *, load_inspector, resume=False, ove
             if merged is not None:
                 return merged
             return run_profiling(samples, cfg, out_path, load_inspector=lambda: load_inspector(None), resume=resume,
-                                 overwrite=overwrite, progress=progress, save=save, load=load, lock=False, **kwargs)
+                                 overwrite=overwrite, progress=progress, save=save, lock=False, **kwargs)
     from accelerate.utils import broadcast_object_list
 
     rank, world = state.process_index, state.num_processes
@@ -89,7 +89,7 @@ def run_distributed(samples, cfg, out_path, *, load_inspector, resume=False, ove
         if out_path.exists() and not (resume or overwrite):
             raise FileExistsError(f"{out_path} exists; pass --resume to continue it or --overwrite to replace it")
         if out_path.exists() and resume:
-            done = load(out_path)
+            done = load_results(out_path)
             meta = done.get("metadata") or {}
             identity = cfg.identity(samples)
             identity.check(meta.get("identity"), out_path, partial=True)
@@ -98,7 +98,7 @@ def run_distributed(samples, cfg, out_path, *, load_inspector, resume=False, ove
         mine = shard_path(out_path, rank, world)
         run_profiling(samples, cfg, mine, load_inspector=lambda: load_inspector(str(state.device)),
                       resume=resume, overwrite=overwrite, progress=progress and state.is_main_process,
-                      shard=(rank, world), save=save, load=load, finalize=False, lock=False,  # rank 0 holds the lock
+                      shard=(rank, world), save=save, finalize=False, lock=False,  # rank 0 holds the lock
                       **kwargs)
         state.wait_for_everyone()
         if not state.is_main_process:

@@ -37,6 +37,7 @@ from .decoding import DecodeConfig
 from .errors import RunInterrupted, UserError
 from .identity import IdentityMismatch, RunIdentity, fingerprint_path, fingerprint_samples
 from .metrics import parse_metrics
+from .results import Results
 from .storage import (
     FORMAT,
     FORMAT_VERSION,
@@ -46,7 +47,6 @@ from .storage import (
     load_results,
     n_samples,
     remove_stale_temporaries,
-    save_results,
 )
 from .tasks import Sample
 
@@ -241,8 +241,8 @@ def _storage_errors(path: Path, store: PartsStore, n_done: Callable[[], int]):
             f"{store.dir}: free space or fix permissions, then rerun with --resume") from None
 
 
-def _existing(out_path: Path, store: PartsStore, identity: RunIdentity, *, resume: bool, overwrite: bool,
-              load: Callable) -> tuple[dict, dict]:
+def _existing(out_path: Path, store: PartsStore, identity: RunIdentity, *, resume: bool,
+              overwrite: bool) -> tuple[dict, dict]:
     """``(rows so far, recorded metadata)`` of an existing sidecar or file, after the identity check."""
     if overwrite:
         store.remove()
@@ -259,7 +259,7 @@ def _existing(out_path: Path, store: PartsStore, identity: RunIdentity, *, resum
     if out_path.exists():
         if not resume:
             raise FileExistsError(f"{out_path} exists; pass --resume to continue it or --overwrite to replace it")
-        state = load(out_path)
+        state = load_results(out_path)  # either layout (see Results.to_pickle)
         meta = dict(state.pop("metadata", None) or {})
         identity.check(meta.get("identity"), out_path, partial=True)
         return state, meta
@@ -277,8 +277,7 @@ def run_profiling(
     overwrite: bool = False,
     label_fn: Callable[[Sample, dict], dict] | None = None,
     fields_fn: Callable = default_fields,
-    save: Callable[[Path, dict], None] = save_results,
-    load: Callable[[Path], dict] = load_results,
+    save: Callable[[Path, dict], None] | None = None,
     metadata: dict | None = None,
     progress: bool = True,
     shard: tuple[int, int] = (0, 1),
@@ -292,7 +291,8 @@ def run_profiling(
     ``correct``). ``shard=(rank, world)``: run only the batches ``j`` with ``j % world == rank``
     (data-parallel processes; each keeps its own sidecar, merged by :func:`merge_shards`).
     ``finalize=False`` leaves the rows in the sidecar (marked complete) instead of writing the
-    file. Returns the results dict."""
+    file; ``save(path, state)`` overrides how it is written (default: :func:`write_results`, in the
+    layout ``metadata["layout"]`` names). Returns the results dict."""
     out_path = Path(out_path)
     if update_steps is None or update_steps < 1:
         raise UserError(f"--update_steps must be a positive integer (got {update_steps})")
@@ -303,9 +303,9 @@ def run_profiling(
     store = PartsStore(out_path)
     with (OutputLock(out_path) if lock else nullcontext()), _storage_errors(out_path, store, lambda: 0):
         remove_stale_temporaries(out_path)
-        rows, old_meta = _existing(out_path, store, identity, resume=resume, overwrite=overwrite, load=load)
+        rows, old_meta = _existing(out_path, store, identity, resume=resume, overwrite=overwrite)
         return _run(samples, cfg, out_path, store, identity, rows, old_meta, load_inspector=load_inspector,
-                    update_steps=update_steps, label_fn=label_fn, fields_fn=fields_fn, save=save,
+                    update_steps=update_steps, label_fn=label_fn, fields_fn=fields_fn, save=save or write_results,
                     metadata=metadata, progress=progress, shard=shard, finalize=finalize)
 
 
@@ -420,6 +420,11 @@ def _run(samples, cfg, out_path, store, identity, rows, old_meta, *, load_inspec
     return state
 
 
+def write_results(path: Path, state: dict) -> None:
+    """Write a run's state as its results file, in the layout its metadata names (see :class:`Results`)."""
+    Results.from_dict(state).to_pickle(path)
+
+
 def shard_path(out_path: str | Path, rank: int, world: int) -> Path:
     """The file of process ``rank`` of ``world``: ``name.shard{rank}of{world}.ext`` beside ``out_path``."""
     p = Path(out_path)
@@ -438,7 +443,7 @@ def shard_stores(out_path: str | Path) -> dict[int, list[PartsStore]]:
     return found
 
 
-def merge_shards(out_path: str | Path, world: int, batch_size: int, *, save=save_results, **_ignored) -> dict:
+def merge_shards(out_path: str | Path, world: int, batch_size: int, *, save=None) -> dict:
     """Interleave the sidecars of ``world`` shards back into sample order (batch ``j`` came from
     shard ``j % world``), write ``out_path`` atomically and delete the sidecars. Each shard's rows
     are read once. The result equals the file one process writes with the same settings
@@ -473,7 +478,7 @@ def merge_shards(out_path: str | Path, world: int, batch_size: int, *, save=save
     meta.update({"shard": [0, 1], "n_processes": world, "complete": True,
                  "elapsed_s": max(m.get("elapsed_s", 0) for m in metas)})
     merged["metadata"] = meta
-    save(out_path, merged)
+    (save or write_results)(out_path, merged)
     for s in stores:
         s.remove()
     return merged

@@ -41,8 +41,8 @@ class Results:
 
     @classmethod
     def load(cls, path: str | Path) -> "Results":
-        """Read a results file (``.pkl``, ``.npz``, or an unfinished run's sidecar); see
-        :func:`model_inspector.storage.load_results`."""
+        """Read a results file (``.pkl``, ``.npz``, an unfinished run's sidecar, or the output-format
+        experiment's DataFrame of records); see :func:`model_inspector.storage.load_results`."""
         from .storage import load_results
 
         return cls.from_dict(load_results(path))
@@ -97,9 +97,16 @@ class Results:
         return {**self.columns, "metadata": self.metadata}
 
     def to_pickle(self, path: str | Path) -> None:
+        """Write atomically in the file's layout: the paper's dict, or, when ``metadata["layout"]`` is
+        ``"format_records"`` (the output-format experiment), the paper's DataFrame of records."""
         from .storage import save_results
 
-        save_results(path, self.to_dict())
+        if self.metadata.get("layout") == "format_records":
+            from .formats import save_formats
+
+            save_formats(path, self.to_dict())
+        else:
+            save_results(path, self.to_dict())
 
     def to_npz(self, path: str | Path) -> None:
         from .storage import save_npz

@@ -135,6 +135,10 @@ def load_results(path: str | Path) -> dict:
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError, ValueError) as exc:
         raise ResultsFileError(f"{p} is not a readable results pickle ({type(exc).__name__}); it may be truncated "
                                "or corrupt: re-run the experiment (with --resume if a partial file exists)") from None
+    if type(data).__name__ == "DataFrame" and "alpha" in getattr(data, "columns", ()):  # a formats file
+        from .formats import formats_to_state
+
+        data = formats_to_state(data)
     data = _validate(data, p)
     meta = data.get("metadata")
     if not (isinstance(meta, dict) and meta.get("format") == FORMAT):

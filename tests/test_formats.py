@@ -38,6 +38,18 @@ def test_pipeline_end_to_end(tiny_dir, tmp_path):
                "--num_windows", 3, "--out", out, check=False)
     assert proc.returncode == 2 and "--overwrite" in proc.stderr and "Traceback" not in proc.stderr
     assert out.read_bytes() == before
+    # the records file reads back as Results (one reader for both layouts); a resume checks its identity
+    from model_inspector import Results
+
+    res = Results.load(out)
+    assert len(res) == 12 and res.metadata["layout"] == "format_records" and res["format"][:3] == ["chat", "poem",
+                                                                                                 "scientific"]
+    again = run_script("generate_format_dataset.py", "--model", tiny_dir, "--n_topics", 4, "--max_len", 6,
+                       "--num_windows", 3, "--out", out, "--batch_size", 5, "--resume", "--no_progress")
+    assert again.returncode == 0 and out.read_bytes() == before
+    other = run_script("generate_format_dataset.py", "--model", tiny_dir, "--n_topics", 4, "--max_len", 7,
+                       "--num_windows", 3, "--out", out, "--batch_size", 5, "--resume", check=False)
+    assert other.returncode == 2 and "max_len: file 6 vs now 7" in other.stderr
 
 
 def _synthetic(path, separable: bool, seed=0):

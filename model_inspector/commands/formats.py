@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from ..distributed import run_distributed
     from ..experiment import RunConfig
-    from ..formats import alpha_metric, load_formats, save_formats, windowed_fields
+    from ..formats import alpha_metric, windowed_fields
 
     if any(a < 0 for a in args.alphas):
         raise UserError(f"--alphas must be >= 0 (got {' '.join(map(str, args.alphas))})")
@@ -80,8 +80,8 @@ def main(argv=None) -> int:
     t0 = time.time()
     state = run_distributed(samples, cfg, out, load_inspector=lambda dev: load_inspector(args, dev),
                             update_steps=args.update_steps, resume=args.resume, overwrite=args.overwrite,
-                            fields_fn=windowed_fields(args.num_windows), save=save_formats, load=load_formats,
-                            metadata={"alphas": alphas, "num_windows": args.num_windows},
+                            fields_fn=windowed_fields(args.num_windows),
+                            metadata={"alphas": alphas, "num_windows": args.num_windows, "layout": "format_records"},
                             progress=not args.no_progress)
     if state is None:  # a non-main process of a data-parallel run: rank 0 reports
         return 0
