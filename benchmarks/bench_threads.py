@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""CPU threads: the default (``threads.default_threads``: cores this process may use less the load)
+"""CPU threads: the default (``threads.default_threads``: cores this process may use less the busy ones)
 against 1 thread and against all cores, on an idle machine and beside one competing CPU-bound
 process. Job: SmolLM2-135M, 8 format prompts x 32 generated tokens, batch 8, fp32. Each setting runs
 in a fresh process; prints a table and writes benchmarks/results_threads.json.
@@ -10,7 +10,6 @@ in a fresh process; prints a table and writes benchmarks/results_threads.json.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -45,13 +44,9 @@ def main() -> None:
     rows = {}
     for load in ("idle", "one competing process"):
         hog = None
-        if load == "idle":  # wait for the 1-minute load average to forget earlier work (at most 3 min)
-            deadline = time.time() + 180
-            while os.getloadavg()[0] > 0.3 and time.time() < deadline:
-                time.sleep(5)
-        else:
+        if load != "idle":
             hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-            time.sleep(65)  # let the 1-minute load average see it
+            time.sleep(2)
         try:
             for setting in ("default", "1", str(cores)):
                 n, secs = run(setting)

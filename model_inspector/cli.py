@@ -66,7 +66,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget_mb", type=positive_int, default=256,
                    help="memory budget of the lens's vocabulary chunks in MiB (default: 256)")
     p.add_argument("--threads", type=positive_int, default=None,
-                   help="CPU threads (default: the cores this process may use less the current load, at least 1; "
+                   help="CPU threads (default: the cores this process may use less those busy now, at least 1; "
                         "OMP_NUM_THREADS wins)")
     p.add_argument("--compile", action="store_true",
                    help="fuse the lens's vocabulary reductions with torch.compile (faster on long runs)")

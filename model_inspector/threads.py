@@ -4,16 +4,19 @@ torch's default intra-op thread count is the machine's physical cores. In a cont
 ``taskset``) the process may use fewer, and on a shared machine other processes keep some busy:
 OpenMP threads that wait on a busy core spin, and measured here a format job took 627 s with the
 default against 120 s with one thread while other work ran. :func:`default_threads` takes the cores
-the process may use (``os.sched_getaffinity``, capped by the cgroup CPU quota) less the current load
-(the 1-minute load average), at least 1. ``OMP_NUM_THREADS`` set by the user wins.
+the process may use (``os.sched_getaffinity``, capped by the cgroup CPU quota) less the cores that are
+busy right now (measured from ``/proc/stat`` over 0.2 s on those CPUs; the load average is a poor guide
+here: it read 1.03 on this machine with both cores idle), at least 1. ``OMP_NUM_THREADS`` set by the
+user wins.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import time
 
-__all__ = ["available_cores", "default_threads", "set_threads"]
+__all__ = ["available_cores", "busy_cores", "default_threads", "set_threads"]
 
 
 def available_cores() -> int:
@@ -28,17 +31,44 @@ def available_cores() -> int:
     return max(1, n)
 
 
+def _cpu_times() -> dict:
+    out = {}
+    with open("/proc/stat") as fh:
+        for line in fh:
+            if line.startswith("cpu") and line[3].isdigit():
+                parts = line.split()
+                values = [int(v) for v in parts[1:]]
+                out[int(parts[0][3:])] = (sum(values), values[3] + (values[4] if len(values) > 4 else 0))
+    return out
+
+
+def busy_cores(window: float = 0.2) -> float:
+    """How many of this process's CPUs are busy now (sum of their busy fractions over ``window``
+    seconds, from ``/proc/stat``); the 1-minute load average where that is not readable."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+        a = _cpu_times()
+        time.sleep(window)
+        b = _cpu_times()
+        busy = 0.0
+        for c in cpus:
+            total, idle = b[c][0] - a[c][0], b[c][1] - a[c][1]
+            busy += 1.0 - idle / total if total > 0 else 0.0
+        return busy
+    except (OSError, KeyError, AttributeError, ValueError):
+        try:
+            return os.getloadavg()[0]
+        except (OSError, AttributeError):
+            return 0.0
+
+
 def default_threads() -> int:
-    """``OMP_NUM_THREADS`` if set, else the available cores less the 1-minute load average (>= 1)."""
+    """``OMP_NUM_THREADS`` if set, else the available cores less the busy ones (at least 1)."""
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
     cores = available_cores()
-    try:
-        busy = os.getloadavg()[0]
-    except (OSError, AttributeError):
-        busy = 0.0
-    return max(1, min(cores, int(cores - busy + 0.5)))
+    return max(1, min(cores, int(cores - busy_cores() + 0.5)))
 
 
 def set_threads(n: int | None = None) -> int:

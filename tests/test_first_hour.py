@@ -111,10 +111,11 @@ def test_threads(monkeypatch):
     from model_inspector import threads
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(threads.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert 0.0 <= threads.busy_cores(0.05) <= len(threads.os.sched_getaffinity(0)) + 1e-9
+    monkeypatch.setattr(threads, "busy_cores", lambda window=0.2: 0.0)
     idle = threads.default_threads()
     assert idle == threads.available_cores()
-    monkeypatch.setattr(threads.os, "getloadavg", lambda: (float(idle), 0.0, 0.0))
+    monkeypatch.setattr(threads, "busy_cores", lambda window=0.2: float(idle))
     assert threads.default_threads() == 1  # every core busy: one thread, not an oversubscribed pool
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert threads.default_threads() == 3
