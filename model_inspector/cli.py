@@ -76,6 +76,7 @@ def add_generation_args(p: argparse.ArgumentParser, *, default_batch: int = 8) -
     p.add_argument("--max_len", type=positive_int, default=8, help="generated tokens per prompt (default: 8)")
     p.add_argument("--batch_size", type=positive_int, default=default_batch,
                    help=f"prompts per forward pass (default: {default_batch})")
+    add_batch_order_arg(p)
     p.add_argument("--seed", type=int, default=0, help="seed of sampling and scrambling (default: 0)")
     p.add_argument("--metrics", nargs="+", default=["shannon"],
                    help="metrics to keep, e.g. shannon renyi:0.5 renyi:5 moment:2 kl_final (default: shannon)")
@@ -96,10 +97,18 @@ def add_generation_args(p: argparse.ArgumentParser, *, default_batch: int = 8) -
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
 
 
+def add_batch_order_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch_order", default="length", choices=["length", "given"],
+                   help="which prompts share a batch: length = prompts of similar token length (less padding; results "
+                        "come back in data order and sampled prompts draw from their own seeded streams, so only "
+                        "speed changes), given = consecutive prompts (default: length)")
+
+
 def run_settings(args) -> dict:
-    """The settings of :func:`add_model_args` that are part of a run's identity: the dtype name and
-    device type the model will be loaded with (resolved now, before loading), the lens budget and
-    compile path. Keyword arguments for :class:`~model_inspector.experiment.RunConfig`."""
+    """The settings of :func:`add_model_args` (and ``--batch_order``) that are part of a run's identity:
+    the dtype name and device type the model will be loaded with (resolved now, before loading), the
+    lens budget, compile path and batch order. Keyword arguments for
+    :class:`~model_inspector.experiment.RunConfig`."""
     from . import loading as model_manager
 
     if args.device_map:
@@ -108,7 +117,8 @@ def run_settings(args) -> dict:
         dev = model_manager.pick_device(args.device)
         device, dtype = dev.type, str(model_manager.pick_dtype(args.dtype, dev))
     return {"dtype": dtype.replace("torch.", "") if dtype else None, "device": device,
-            "budget_mb": float(args.budget_mb), "compile": bool(args.compile)}
+            "budget_mb": float(args.budget_mb), "compile": bool(args.compile),
+            "batch_order": getattr(args, "batch_order", "length")}
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:

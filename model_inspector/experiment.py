@@ -33,6 +33,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .batching import BATCH_ORDERS, plan_batches
 from .decoding import DecodeConfig
 from .errors import RunInterrupted, UserError
 from .identity import IdentityMismatch, RunIdentity, fingerprint_path, fingerprint_samples
@@ -41,6 +42,7 @@ from .results import Results
 from .storage import (
     FORMAT,
     FORMAT_VERSION,
+    in_sample_order,
     OutputLock,
     PartsStore,
     ResultsFileError,
@@ -83,12 +85,17 @@ class RunConfig:
     revision: str | None = None
     #: top lens tokens kept per generated token and layer (``top_ids`` / ``top_probs`` columns; 0: none)
     keep_top_tokens: int = 0
+    #: which prompts share a batch (:data:`~model_inspector.batching.BATCH_ORDERS`): ``length`` batches
+    #: prompts of similar token length (less padding), ``given`` consecutive ones
+    batch_order: str = "length"
 
     def __post_init__(self):
         if not isinstance(self.max_len, int) or self.max_len < 1:
             raise UserError(f"--max_len must be a positive integer (got {self.max_len})")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise UserError(f"--batch_size must be a positive integer (got {self.batch_size})")
+        if self.batch_order not in BATCH_ORDERS:
+            raise UserError(f"--batch_order must be one of {', '.join(BATCH_ORDERS)} (got {self.batch_order!r})")
         self.metrics = parse_metrics(self.metrics)
         self.decode  # validates the decoding settings once
 
@@ -117,7 +124,7 @@ class RunConfig:
             batch_size=self.batch_size, sample=self.sample, temperature=self.temperature if self.sample else None,
             seed=self.seed, chat_template=self.chat_template, prepend_bos=self.prepend_bos,
             budget_mb=float(self.budget_mb), compile=bool(self.compile), keep_top_tokens=int(self.keep_top_tokens),
-            extra=json.dumps(self.extra, sort_keys=True, default=str))
+            batch_order=self.batch_order, extra=json.dumps(self.extra, sort_keys=True, default=str))
 
 
 def loaded_identity(identity: RunIdentity, cfg: RunConfig, mi) -> RunIdentity:
@@ -321,6 +328,7 @@ def _run(samples, cfg, out_path, store, identity, rows, old_meta, *, load_inspec
     if old_meta.get("complete") and None not in identity.as_dict().values():
         meta["identity"] = identity.as_dict()
         if finalize and store.exists():  # a finished sidecar whose final write was cut: finish it
+            state = in_sample_order(state)
             save(out_path, state)
             store.remove()
         return state
@@ -338,22 +346,27 @@ def _run(samples, cfg, out_path, store, identity, rows, old_meta, *, load_inspec
     # Policy for prompts longer than the model's context (prompt tokens + max_len): skipped and
     # counted, like the paper's length limits. The decision depends on the model alone, so a
     # resumed run skips the same prompts.
-    long = set(mi.too_long([s.text for s in samples], cfg.max_len, cfg.chat_template, cfg.prepend_bos))
-    if long:
-        print(f"{len(long)} prompts do not fit the context of {mi.context_length} tokens with max_len={cfg.max_len}: "
-              "skipped")
-        samples = [s for i, s in enumerate(samples) if i not in long]
-        if not samples:
+    texts = [s.text for s in samples]
+    lengths = mi.prompt_lengths(texts, chat_template=cfg.chat_template, prepend_bos=cfg.prepend_bos)
+    limit = mi.context_length
+    kept = [i for i, n in enumerate(lengths) if limit is None or n + cfg.max_len <= limit]
+    if len(kept) < len(samples):
+        print(f"{len(samples) - len(kept)} prompts do not fit the context of {limit} tokens with "
+              f"max_len={cfg.max_len}: skipped")
+        if not kept:
             raise UserError("every prompt is longer than the model's context; lower --max_len or use shorter prompts")
-    meta["n_skipped_context"] = len(long)
-    meta["n_total"] = len(samples)
+    meta["n_skipped_context"] = len(samples) - len(kept)
+    meta["n_total"] = len(kept)
     meta["shard"] = [rank, world]
     decode = cfg.decode
-    starts = [s for j, s in enumerate(range(0, len(samples), cfg.batch_size)) if j % world == rank]
-    own = [samples[i] for s in starts for i in range(s, min(s + cfg.batch_size, len(samples)))]
+    # Batches of the kept prompts (positions in ``kept``), in the run's batch order; this process
+    # takes batches rank, rank + world, ...; rows are stored in that order and put back in sample
+    # order (``sample_index``) when the file is written.
+    plan = plan_batches([lengths[i] for i in kept], cfg.batch_size, order=cfg.batch_order)
+    mine = [np.asarray(kept)[b] for b in plan[rank::world]]
+    own = [samples[i] for b in mine for i in b]
     done = _check_inputs(rows, own, cfg.batch_size, out_path) if n_samples(rows) else 0
-    starts = [s for s, upto in zip(starts, np.cumsum([min(cfg.batch_size, len(samples) - s) for s in starts]))
-              if upto > done]
+    todo = [b for b, upto in zip(mine, np.cumsum([len(b) for b in mine])) if upto > done]
     meta["complete"] = False
     if not store.exists() or not store.parts():  # a fresh sidecar, or rows carried over from a partial file
         store.write_meta(meta)
@@ -379,16 +392,16 @@ def _run(samples, cfg, out_path, store, identity, rows, old_meta, *, load_inspec
 
     try:
         with _sigterm_as_interrupt(), _storage_errors(out_path, store, n_safe):
-            for start in starts:
-                batch = list(samples[start : start + cfg.batch_size])
+            for idx in todo:
+                batch = [samples[i] for i in idx]
                 prof = mi.profile([s.text for s in batch], decode, metrics=cfg.metrics, batch_size=len(batch),
-                                  first_index=start, check_context=False)  # too long prompts were skipped above
+                                  indices=idx, batch_order="given", check_context=False)  # too long: skipped above
                 for i, s in enumerate(batch):
                     fields = fields_fn(prof, i)
                     labels = {"model": model_label(cfg.model), **s.labels}
                     if label_fn is not None:
                         labels.update(label_fn(s, fields))
-                    for k, v in {"input": s.text, **labels, **fields}.items():
+                    for k, v in {"input": s.text, "sample_index": int(idx[i]), **labels, **fields}.items():
                         pending.setdefault(k, []).append(v)
                 if bar is not None:
                     bar.update(len(batch))
@@ -415,6 +428,7 @@ def _run(samples, cfg, out_path, store, identity, rows, old_meta, *, load_inspec
         meta["complete"] = True
         store.write_meta(meta)
         if finalize:
+            state = in_sample_order(state)
             save(out_path, state)
             store.remove()
     return state
@@ -444,8 +458,8 @@ def shard_stores(out_path: str | Path) -> dict[int, list[PartsStore]]:
 
 
 def merge_shards(out_path: str | Path, world: int, batch_size: int, *, save=None) -> dict:
-    """Interleave the sidecars of ``world`` shards back into sample order (batch ``j`` came from
-    shard ``j % world``), write ``out_path`` atomically and delete the sidecars. Each shard's rows
+    """Interleave the sidecars of ``world`` shards back into batch order (batch ``j`` came from
+    shard ``j % world``), sort the rows into sample order (``sample_index``), write ``out_path`` atomically and delete the sidecars. Each shard's rows
     are read once. The result equals the file one process writes with the same settings
     (metadata aside). A merge cut short is finished by the next ``--resume``."""
     stores = [PartsStore(shard_path(out_path, r, world)) for r in range(world)]
@@ -478,6 +492,7 @@ def merge_shards(out_path: str | Path, world: int, batch_size: int, *, save=None
     meta.update({"shard": [0, 1], "n_processes": world, "complete": True,
                  "elapsed_s": max(m.get("elapsed_s", 0) for m in metas)})
     merged["metadata"] = meta
+    merged = in_sample_order(merged)
     (save or write_results)(out_path, merged)
     for s in stores:
         s.remove()

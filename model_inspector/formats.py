@@ -40,9 +40,10 @@ def windowed_fields(num_windows: int):
 def _records(state: dict, alphas) -> pd.DataFrame:
     rows = []
     n = len(state.get("input", []))
+    index = state.get("sample_index") or list(range(n))  # the sample's index in the run (rows may be in batch order)
     for i in range(n):
         for a in alphas:
-            rows.append({"sample": i, "format": state["format"][i], "topic": state["topic"][i], "alpha": float(a),
+            rows.append({"sample": int(index[i]), "format": state["format"][i], "topic": state["topic"][i], "alpha": float(a),
                          "entropy": state[alpha_metric(a).key][i], "text": state["text"][i],
                          "input": state["input"][i], "model": state["model"][i]})
     df = pd.DataFrame(rows, columns=["sample", "format", "topic", "alpha", "entropy", "text", "input", "model"])
@@ -77,8 +78,9 @@ def formats_to_state(df: pd.DataFrame) -> dict:
     state = {"metadata": dict(df.attrs.get("metadata", {}))}
     if df.empty:
         return state
-    for i, grp in df.sort_values(["sample"], kind="stable").groupby("sample", sort=True):
+    for i, grp in df.groupby("sample", sort=False):  # the file's row order (a partial run's is its batch order)
         first = grp.iloc[0]
+        state.setdefault("sample_index", []).append(int(i))
         for k in ("input", "format", "topic", "model", "text"):
             state.setdefault(k, []).append(first[k])
         for _, r in grp.iterrows():

@@ -18,21 +18,34 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from transformers import GenerationConfig
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
+from .batching import BATCH_ORDERS, BUCKET_WINDOW, plan_batches, prompt_seed
 from .decoding import DecodeConfig
 from .errors import UserError
 from .lens import LogitLens
 from .metrics import DEFAULT_BUDGET_BYTES, TOP_IDS, TOP_LOGPROBS, parse_metrics
 from .profile import Profile, PromptProfile
 
-__all__ = ["generate_profiles", "prompt_profiles", "encode_prompts", "batch_seed"]
+__all__ = ["generate_profiles", "prompt_profiles", "encode_prompts", "token_rows", "plan_batches", "prompt_seed",
+           "PromptSampler", "BATCH_ORDERS", "BUCKET_WINDOW"]
 
+class PromptSampler(LogitsProcessor):
+    """Multinomial sampling at ``temperature`` (no top-k/top-p), one ``torch.Generator`` per row seeded
+    with that prompt's :func:`prompt_seed`. Returns scores that are 0 at the drawn token and -inf
+    elsewhere, so that greedy selection in ``model.generate`` takes the draw."""
 
-def batch_seed(seed: int, first_index: int) -> int:
-    """Seed of the batch that starts at prompt ``first_index`` (independent of earlier batches, so
-    a resumed run draws exactly what an uninterrupted run draws)."""
-    return int(np.random.SeedSequence([int(seed), int(first_index)]).generate_state(1)[0])
+    def __init__(self, seeds: Sequence[int], temperature: float):
+        self.seeds, self.temperature, self.gens = [int(s) for s in seeds], float(temperature), None
+
+    def __call__(self, input_ids, scores):  # noqa: ARG002 - the LogitsProcessor signature
+        if self.gens is None:
+            self.gens = [torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds]
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)  # [batch, vocab]
+        picks = torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(self.gens)])
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(len(picks), device=scores.device), picks] = 0.0
+        return out
 
 
 def _fallback_token(tokenizer) -> int:
@@ -45,14 +58,21 @@ def _fallback_token(tokenizer) -> int:
 
 def encode_prompts(tokenizer, prompts: Sequence[str], *, chat_template: bool = False, prepend_bos: bool | None = None,
                    device=None) -> dict:
-    """Tokenise ``prompts`` with left padding. An empty prompt becomes the BOS token alone.
+    """Tokenise ``prompts`` with left padding (:func:`token_rows`, then :func:`pad_rows`).
+    Returns ``input_ids`` and ``attention_mask``, both ``[batch, seq]``."""
+    return pad_rows(tokenizer, token_rows(tokenizer, prompts, chat_template=chat_template, prepend_bos=prepend_bos),
+                    device=device)
+
+
+def token_rows(tokenizer, prompts: Sequence[str], *, chat_template: bool = False,
+               prepend_bos: bool | None = None) -> list[list[int]]:
+    """The token ids of each prompt, unpadded. An empty prompt becomes the BOS token alone.
 
     ``prepend_bos``: ``True`` — every sequence starts with exactly one BOS token (the tokenizer's
     ``bos_token``, else its EOS token, as TransformerLens does); ``False`` — none (a BOS the
     tokenizer adds is removed); ``None`` — whatever the tokenizer does. Resolve the ``auto`` policy
     with :func:`~model_inspector.architecture.resolve_prepend_bos`. ``chat_template=True`` wraps
-    each prompt as one user turn of the tokenizer's chat template.
-    Returns ``input_ids`` and ``attention_mask``, both ``[batch, seq]``."""
+    each prompt as one user turn of the tokenizer's chat template."""
     bos = _fallback_token(tokenizer) if prepend_bos is not None else None
     rows = []
     for p in prompts:
@@ -74,6 +94,11 @@ def encode_prompts(tokenizer, prompts: Sequence[str], *, chat_template: bool = F
         if not ids:
             ids = [_fallback_token(tokenizer)]
         rows.append(ids)
+    return rows
+
+
+def pad_rows(tokenizer, rows: Sequence[Sequence[int]], *, device=None) -> dict:
+    """Left-pad token rows: ``input_ids`` and ``attention_mask``, both ``[batch, seq]``."""
     width = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else _fallback_token(tokenizer)
     input_ids = torch.full((len(rows), width), int(pad), dtype=torch.long)
@@ -112,18 +137,23 @@ def generate_profiles(
     metrics=("shannon",),
     batch_size: int = 8,
     first_index: int = 0,
+    indices: Sequence[int] | None = None,
+    batch_order: str = "length",
     keep_residuals: bool = False,
     prepend_bos: bool | None = None,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
-    on_batch: Callable[[Profile, int], None] | None = None,
+    on_batch: Callable[[Profile, np.ndarray], None] | None = None,
 ) -> Profile:
     """Generate ``decode.max_len`` tokens for every prompt and profile every layer at every step.
 
     ``decode``: the :class:`~model_inspector.decoding.DecodeConfig` (validated already);
     ``prepend_bos``: its BOS policy resolved for this model (``True``/``False``; ``None``: the
-    tokenizer's own behaviour). ``first_index`` is the global index of ``prompts[0]`` (for per-batch
-    seeds when a run is split or resumed). ``on_batch(profile_of_batch, first_index_of_batch)`` is
-    called after each batch. Returns a :class:`Profile` with arrays ``[prompt, token, layer]``.
+    tokenizer's own behaviour). ``indices``: the global index of each prompt (default
+    ``first_index, first_index + 1, ...``); a sampled prompt draws from its own stream seeded by
+    ``prompt_seed(decode.seed, index)``, so a split, resumed or reordered run draws what an
+    uninterrupted one draws. ``batch_order``: see :func:`plan_batches`. ``on_batch(profile_of_batch,
+    indices_of_batch)`` is called after each batch. Returns a :class:`Profile` with arrays
+    ``[prompt, token, layer]`` in the order of ``prompts``, whatever the batch order.
     """
     metrics = parse_metrics(metrics)
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -131,33 +161,42 @@ def generate_profiles(
     prompts = list(prompts)
     if not prompts:
         raise UserError("no prompts given")
+    index = np.arange(first_index, first_index + len(prompts)) if indices is None else np.asarray(indices)
+    if index.shape != (len(prompts),):
+        raise UserError(f"{len(index)} indices for {len(prompts)} prompts")
+    rows = token_rows(tokenizer, prompts, chat_template=decode.chat_template, prepend_bos=prepend_bos)
+    plan = plan_batches([len(r) for r in rows], batch_size, order=batch_order)
+    if decode.sample:
+        base = decode.seed if decode.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
     parts = []
-    for start in range(0, len(prompts), batch_size):
-        batch = prompts[start : start + batch_size]
+    for idx in plan:
         part = _generate_batch(
-            model, tokenizer, lens, batch, decode, metrics=metrics,
-            seed=None if decode.seed is None else batch_seed(decode.seed, first_index + start),
-            keep_residuals=keep_residuals, prepend_bos=prepend_bos, budget_bytes=budget_bytes,
+            model, tokenizer, lens, [prompts[i] for i in idx], [rows[i] for i in idx], decode, metrics=metrics,
+            seeds=[prompt_seed(base, index[i]) for i in idx] if decode.sample else None,
+            keep_residuals=keep_residuals, budget_bytes=budget_bytes,
         )
         if on_batch is not None:
-            on_batch(part, first_index + start)
+            on_batch(part, index[idx])
         parts.append(part)
-    return Profile.concat(parts)
+    out = Profile.concat(parts)
+    order = np.concatenate(plan)
+    return out if np.array_equal(order, np.arange(len(order))) else out.take(np.argsort(order))
 
 
-def _generate_batch(model, tokenizer, lens, prompts, decode: DecodeConfig, *, metrics, seed, keep_residuals,
-                    prepend_bos, budget_bytes) -> Profile:
-    max_len, sample, temperature = decode.max_len, decode.sample, decode.temperature
-    stop_at_eos, top_k, chat_template = decode.stop_at_eos, decode.keep_top_tokens, decode.chat_template
-    enc = encode_prompts(tokenizer, prompts, chat_template=chat_template, prepend_bos=prepend_bos,
-                         device=_input_device(model))
+def _generate_batch(model, tokenizer, lens, prompts, rows, decode: DecodeConfig, *, metrics, seeds, keep_residuals,
+                    budget_bytes) -> Profile:
+    """One batch. ``seeds``: one per prompt for sampling (:class:`PromptSampler`), ``None`` for greedy."""
+    max_len = decode.max_len
+    stop_at_eos, top_k = decode.stop_at_eos, decode.keep_top_tokens
+    enc = pad_rows(tokenizer, rows, device=_input_device(model))
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else _fallback_token(tokenizer)
-    pure = dict(temperature=float(temperature), top_k=0, top_p=1.0, typical_p=1.0) if sample else {}
+    # transformers selects greedily; a sampled run draws in PromptSampler, one stream per prompt
     gc = GenerationConfig(
-        max_new_tokens=int(max_len), min_new_tokens=0, do_sample=bool(sample), repetition_penalty=1.0,
-        num_beams=1, use_cache=True, eos_token_id=eos if stop_at_eos else None, pad_token_id=int(pad), **pure,
+        max_new_tokens=int(max_len), min_new_tokens=0, do_sample=False, repetition_penalty=1.0,
+        num_beams=1, use_cache=True, eos_token_id=eos if stop_at_eos else None, pad_token_id=int(pad),
     )
+    processors = LogitsProcessorList([PromptSampler(seeds, decode.temperature)] if seeds is not None else [])
     steps: dict[str, list] = {m.key: [] for m in metrics}
     resids, tops_i, tops_v = [], [], []
 
@@ -176,10 +215,8 @@ def _generate_batch(model, tokenizer, lens, prompts, decode: DecodeConfig, *, me
 
         handle = model.register_forward_hook(on_forward)
         try:
-            if seed is not None:
-                torch.manual_seed(seed)
             with torch.no_grad(), _bare_generation_config(model):
-                seq = model.generate(**enc, generation_config=gc)
+                seq = model.generate(**enc, generation_config=gc, logits_processor=processors)
         finally:
             handle.remove()
 

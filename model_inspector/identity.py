@@ -83,6 +83,7 @@ class RunIdentity:
     budget_mb: float
     compile: bool
     keep_top_tokens: int = 0
+    batch_order: str = "length"
     extra: str = "{}"
 
     def as_dict(self) -> dict:

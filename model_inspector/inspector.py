@@ -11,7 +11,7 @@ from torch import nn
 from .architecture import LensResolutionError, find_residual_writers, resolve_prepend_bos
 from .decoding import DecodeConfig
 from .errors import UserError
-from .generation import encode_prompts, generate_profiles, prompt_profiles
+from .generation import encode_prompts, generate_profiles, prompt_profiles, token_rows
 from .lens import LogitLens, text_config
 from .metrics import DEFAULT_BUDGET_BYTES, Metric, metrics_from_logits, parse_metrics, window_mean
 from .profile import Profile, PromptProfile
@@ -112,12 +112,14 @@ class ModelInspector:
         limit = self.context_length
         if limit is None:
             return []
-        out = []
-        for i, p in enumerate(prompts):
-            n = int(self.encode([p], chat_template=chat_template, prepend_bos=prepend_bos)["input_ids"].shape[1])
-            if n + max_len > limit:
-                out.append(i)
-        return out
+        return [i for i, n in enumerate(self.prompt_lengths(prompts, chat_template=chat_template,
+                                                             prepend_bos=prepend_bos)) if n + max_len > limit]
+
+    def prompt_lengths(self, prompts: Sequence[str], *, chat_template: bool = False, prepend_bos="auto") -> list[int]:
+        """Tokens per prompt as profiling feeds them to the model (BOS policy applied, unpadded)."""
+        rows = token_rows(self.tokenizer, list(prompts), chat_template=chat_template,
+                          prepend_bos=self.prepend_bos(prepend_bos))
+        return [len(r) for r in rows]
 
     def prepend_bos(self, policy="auto") -> bool:
         """Whether ``policy`` (``auto``, ``always``, ``never``) prepends BOS for this model; ``auto``
@@ -139,7 +141,8 @@ class ModelInspector:
                 metrics=("shannon",), batch_size: int = 8, sample: bool = False, temperature: float = 1.0,
                 seed: int | None = None, stop_at_eos: bool = False, keep_residuals: bool = False,
                 keep_top_tokens: int = 0, top_k: int | None = None, chat_template: bool = False,
-                first_index: int = 0, on_batch=None, check_context: bool = True, prepend_bos="auto") -> Profile:
+                first_index: int = 0, indices=None, batch_order: str = "length", on_batch=None,
+                check_context: bool = True, prepend_bos="auto") -> Profile:
         """Generate ``max_len`` tokens per prompt and profile every layer at every step.
 
         Decoding is one :class:`~model_inspector.decoding.DecodeConfig`: pass it as ``decode``, or its
@@ -147,7 +150,11 @@ class ModelInspector:
         ``chat_template``, ``prepend_bos`` — ``auto`` is TransformerLens's choice for the model family,
         as the original —, ``keep_top_tokens``; ``top_k`` is the older name of ``keep_top_tokens``).
         Returns a :class:`Profile`: ``.entropy`` and the other metrics ``[prompt, token, layer]``,
-        ``.texts`` (generated text), ``.token_ids`` ``[prompt, token]``. A prompt that does not fit the
+        ``.texts`` (generated text), ``.token_ids`` ``[prompt, token]``, in the order of ``prompts``.
+        ``batch_order="length"`` (default) batches prompts of similar token length together (less
+        padding; ``"given"``: consecutive prompts); a sampled prompt draws from its own seeded stream
+        (``indices``: the prompts' global indices, default ``first_index, first_index + 1, ...``), so
+        results do not depend on the batching. A prompt that does not fit the
         context with ``max_len`` raises ``UserError`` (``check_context=False``: the caller has checked)."""
         if decode is None:
             decode = DecodeConfig(max_len=max_len, sample=sample, temperature=temperature, seed=seed,
@@ -159,12 +166,13 @@ class ModelInspector:
         long = (self.too_long(prompts, decode.max_len, decode.chat_template, bos)
                 if check_context and self.context_length else [])
         if long:
-            raise UserError(f"prompt {first_index + long[0]} (and {len(long) - 1} more) does not fit the model's "
+            where = int(indices[long[0]]) if indices is not None else first_index + long[0]
+            raise UserError(f"prompt {where} (and {len(long) - 1} more) does not fit the model's "
                             f"context of {self.context_length} tokens with max_len={decode.max_len}; shorten it")
         return generate_profiles(
             self.model, self.tokenizer, self.lens, prompts, decode, metrics=metrics, batch_size=batch_size,
-            first_index=first_index, keep_residuals=keep_residuals, prepend_bos=bos, budget_bytes=self.budget_bytes,
-            on_batch=on_batch,
+            first_index=first_index, indices=indices, batch_order=batch_order, keep_residuals=keep_residuals,
+            prepend_bos=bos, budget_bytes=self.budget_bytes, on_batch=on_batch,
         )
 
     def profile_prompt(self, prompts: Sequence[str] | str, *, metrics=("shannon",), batch_size: int = 8,

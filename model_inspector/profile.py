@@ -138,6 +138,19 @@ class Profile:
         """Window means over generated tokens: ``[prompt, window, layer]`` (see ``window_mean``)."""
         return window_mean(self.metrics[key], num_windows, axis=1)
 
+    def take(self, order) -> "Profile":
+        """The prompts at positions ``order`` (an index array ``[P']``), every array reordered alike."""
+        order = np.asarray(order, dtype=np.int64)
+
+        def pick(a):
+            return None if a is None else a[order]
+
+        return Profile(prompts=[self.prompts[i] for i in order], texts=[self.texts[i] for i in order],
+                       token_ids=self.token_ids[order], n_tokens=self.n_tokens[order],
+                       metrics={k: v[order] for k, v in self.metrics.items()}, definitions=dict(self.definitions),
+                       residuals=pick(self.residuals), top_ids=pick(self.top_ids),
+                       top_logprobs=pick(self.top_logprobs))
+
     @classmethod
     def concat(cls, parts: list["Profile"]) -> "Profile":
         """Concatenate along the prompt axis (all parts must share metrics, T and L)."""

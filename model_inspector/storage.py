@@ -42,14 +42,14 @@ import numpy as np
 
 from .errors import UserError
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "ResultsFileError", "OutputLockedError", "atomic_write_bytes", "save_results",
+__all__ = ["FORMAT", "FORMAT_VERSION", "in_sample_order", "ResultsFileError", "OutputLockedError", "atomic_write_bytes", "save_results",
            "load_results", "save_npz", "load_npz", "n_samples", "PartsStore", "OutputLock", "concat_rows",
            "remove_stale_temporaries"]
 
 FORMAT = "entropy-lens-results"
 #: 2: ``metadata.identity`` (the run identity) added; version-1 files load but cannot be resumed.
 #: 3: ``top_ids`` / ``top_probs`` columns (top lens tokens) and ``metadata.token_strings`` added.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 
 class ResultsFileError(UserError):
@@ -91,6 +91,20 @@ def save_results(path: str | Path, data: dict) -> None:
     if str(path).lower().endswith(".npz"):
         return save_npz(path, data)
     atomic_write_bytes(path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def in_sample_order(data: dict) -> dict:
+    """``data`` with every per-sample list sorted by its ``sample_index`` column (rows are stored in
+    batch order while a run goes on; a finished file is in sample order). Without the column: as is."""
+    index = data.get("sample_index")
+    if not index or len(index) != n_samples(data):
+        return data
+    order = np.argsort(np.asarray(index), kind="stable")
+    if np.array_equal(order, np.arange(len(order))):
+        return data
+    n = len(order)
+    return {k: ([v[i] for i in order] if k != "metadata" and isinstance(v, list) and len(v) == n else v)
+            for k, v in data.items()}
 
 
 def n_samples(data: dict) -> int:

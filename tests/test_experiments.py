@@ -35,7 +35,9 @@ def test_tinystories_script_and_evaluation(tiny_dir, stories_file, tmp_path):
     assert data["model"][0] == "tiny-llama" and data["prompt"][0] == "continuation_prompt_1_base"
     assert (data["renyi_0.5"][0] >= data["entropy"][0] - 1e-5).all()
     meta = data["metadata"]
-    assert meta["format_version"] == 3 and meta["config"]["sample"] is True and meta["complete"] is True
+    assert meta["format_version"] == 4 and meta["config"]["sample"] is True and meta["complete"] is True
+    # batched by length (the default), written in sample order
+    assert data["sample_index"] == list(range(48)) and meta["identity"]["batch_order"] == "length"
     assert meta["config"]["max_len"] == 3 and "torch" in meta["versions"] and meta["n_skipped"] == 0
     assert "nats" in meta["metrics"]["entropy"]
     proc = run_script("run_tests.py", out, "--bs", 8, "--label", "prompt")

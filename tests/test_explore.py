@@ -48,7 +48,7 @@ def test_explorer_in_a_real_browser(real_run, tmp_path):
     data = load_results(real_run)
     n = len(data["entropy"])
     assert data["top_ids"][0].shape == (3, 30, 1) and data["top_ids"][0].dtype == np.int32
-    assert data["top_probs"][0].dtype == np.float16 and data["metadata"]["format_version"] == 3
+    assert data["top_probs"][0].dtype == np.float16 and data["metadata"]["format_version"] == 4
     html_path = tmp_path / "report.html"
     import subprocess
     import sys

@@ -6,7 +6,7 @@ import torch
 from tiny_models import tiny_model
 
 from model_inspector import ModelInspector
-from model_inspector.generation import batch_seed
+from model_inspector.batching import plan_batches, prompt_seed
 from model_inspector.reference import reference_profile
 
 PROMPTS = ["Hello world", "A much longer prompt, with padding.", "x", "Once upon a time"]
@@ -61,18 +61,52 @@ def test_sampling_is_seeded_and_pure_multinomial(mi, tok):
     c = mi.profile(PROMPTS, max_len=5, sample=True, temperature=2.5, seed=8, batch_size=2)
     assert (a.token_ids == b.token_ids).all() and np.array_equal(a.entropy, b.entropy)
     assert not (a.token_ids == c.token_ids).all()
-    # one prompt per batch: the same draws as torch.multinomial on softmax(logits / T)
-    one = mi.profile(PROMPTS[:1], max_len=5, sample=True, temperature=2.5, seed=7, batch_size=1)
-    torch.manual_seed(batch_seed(7, 0))
-    _, ids, _ = reference_profile(mi.model, tok, mi.lens, PROMPTS[0], max_len=5, sample=True, temperature=2.5)
-    assert one.token_ids[0].tolist() == ids.tolist()
+    # each prompt draws what torch.multinomial on softmax(logits / T) draws from its own seed, in any batch
+    for i in (0, 3):
+        torch.manual_seed(prompt_seed(7, i))
+        _, ids, _ = reference_profile(mi.model, tok, mi.lens, PROMPTS[i], max_len=5, sample=True, temperature=2.5)
+        assert a.token_ids[i].tolist() == ids.tolist()
 
 
 def test_resumed_batches_draw_the_same(mi):
     whole = mi.profile(PROMPTS, max_len=4, sample=True, seed=3, batch_size=2)
     second = mi.profile(PROMPTS[2:], max_len=4, sample=True, seed=3, batch_size=2, first_index=2)
     assert (whole.token_ids[2:] == second.token_ids).all()
-    np.testing.assert_array_equal(whole.entropy[2:], second.entropy)
+    np.testing.assert_allclose(whole.entropy[2:], second.entropy, atol=1e-5)
+
+
+def test_sampled_draws_do_not_depend_on_the_batching(mi):
+    """A prompt's tokens depend on its seed and index only: not on its batch, its neighbours or the order."""
+    runs = [mi.profile(PROMPTS, max_len=5, sample=True, seed=11, batch_size=bs, batch_order=order)
+            for bs, order in ((4, "length"), (1, "given"), (3, "given"), (2, "length"))]
+    for r in runs[1:]:
+        assert (r.token_ids == runs[0].token_ids).all()
+        np.testing.assert_allclose(r.entropy, runs[0].entropy, atol=1e-4)
+    rev = mi.profile(PROMPTS[::-1], max_len=5, sample=True, seed=11, batch_size=2, indices=[3, 2, 1, 0])
+    assert (rev.token_ids[::-1] == runs[0].token_ids).all()
+
+
+def test_length_order_returns_prompts_in_order(mi):
+    by_len = mi.profile(PROMPTS, max_len=3, batch_size=2, keep_top_tokens=2, keep_residuals=True)
+    given = mi.profile(PROMPTS, max_len=3, batch_size=2, batch_order="given", keep_top_tokens=2, keep_residuals=True)
+    assert by_len.prompts == PROMPTS and by_len.texts == given.texts
+    assert (by_len.token_ids == given.token_ids).all() and (by_len.top_ids == given.top_ids).all()
+    np.testing.assert_allclose(by_len.entropy, given.entropy, atol=1e-4)
+    np.testing.assert_allclose(by_len.residuals, given.residuals, atol=1e-4)
+
+
+def test_plan_batches_sorts_within_windows():
+    lengths = [5, 1, 9, 3, 7, 2, 8, 4, 6]
+    given = plan_batches(lengths, 2, order="given")
+    assert [b.tolist() for b in given] == [[0, 1], [2, 3], [4, 5], [6, 7], [8]]
+    by_len = plan_batches(lengths, 2, order="length", window=2)  # windows of 4 prompts
+    assert [b.tolist() for b in by_len] == [[2, 0], [3, 1], [6, 4], [7, 5], [8]]
+    whole = plan_batches(lengths, 4, order="length", window=100)
+    assert [b.tolist() for b in whole] == [[2, 6, 4, 8], [0, 7, 3, 5], [1]]
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in whole)
+    assert padded < sum(max(lengths[i] for i in b) * len(b) for b in plan_batches(lengths, 4, order="given"))
+    with pytest.raises(Exception, match="batch order must be one of"):
+        plan_batches(lengths, 2, order="random")
 
 
 def test_residuals_and_compat_api(mi):

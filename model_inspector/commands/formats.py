@@ -20,7 +20,7 @@ import argparse
 import time
 from pathlib import Path
 
-from ..cli import add_model_args, load_inspector, positive_int, run_settings
+from ..cli import add_batch_order_arg, add_model_args, load_inspector, positive_int, run_settings
 from ..errors import UserError
 from ..tasks import format_samples, load_format_prompts
 
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_len", type=positive_int, default=256, help="generated tokens per prompt (default: 256)")
     p.add_argument("--n_topics", type=positive_int, default=None, help="first N of the 182 topics (default: all)")
     p.add_argument("--batch_size", type=positive_int, default=8, help="prompts per forward pass (default: 8)")
+    add_batch_order_arg(p)
     p.add_argument("--out", default=None, help="output file (default: data/<model>/formats.pkl; data/gemma/... for gemma-2-2b-it)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--resume", action="store_true",
