@@ -281,28 +281,42 @@ class Workspace:
 
 
 def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``(a * b).sum(-1)`` as a batched matrix-vector product (one read of each, no temporary)."""
-    c = a.shape[-1]
-    return torch.bmm(a.reshape(-1, 1, c), b.reshape(-1, c, 1)).reshape(a.shape[:-1])
+    """``(a * b).sum(-1)``: the product into a reused buffer, then torch's pairwise sum. (A batched
+    matrix-vector product is no faster on CPU and sums each row in one float32 accumulator: relative
+    errors of 2e-5 to 5e-5 on 14k-49k entries, against 1.6e-7 here, measured on [960, 13,981] chunks.)"""
+    return torch.mul(a, b, out=Workspace.get("ab", a.shape, a.device)).sum(-1)
 
 
-def _chunk_stats_eager(x: torch.Tensor, orders: tuple, need_count: bool, need_kl: bool, need_t: bool):
+def _chunk_stats_eager(x: torch.Tensor, orders: tuple, need_count: bool, need_kl: bool, need_t: bool,
+                       with_arg: bool = False):
     """:func:`_chunk_stats` for eager mode in four passes over the chunk, into reused buffers:
-    ``z = x - max`` and ``e = exp(z)`` are written once, then ``s = sum e`` and ``t = e . z`` (a
-    batched matrix-vector product) read them; each Rényi order reuses ``e``'s buffer."""
+    ``z = x - max`` and ``e = exp(z)`` are written once, then ``s = sum e`` and ``t = sum e z`` read
+    them; each Rényi order reuses ``e``'s buffer. ``with_arg``: the max comes with its position
+    (``arg``, ``[...]``), from the same pass (the top lens token when one is kept)."""
     if x.dtype not in (torch.float32,) or not x.is_contiguous():
         return _chunk_stats(x, orders, need_count, need_kl, need_t)
-    mc = x.amax(-1, keepdim=True)
-    if torch.isneginf(mc).any() or torch.isneginf(x.amin(-1)).any():  # -inf logits: the general path
+    arg = None
+    if with_arg:
+        mc, arg = x.max(-1, keepdim=True)
+    else:
+        mc = x.amax(-1, keepdim=True)
+    # -inf logits need the general path. A -inf entry makes e * z NaN, so with t (or u) computed it is
+    # detected afterwards, saving a pass over the chunk; otherwise it is looked for first.
+    detect = need_t or need_kl
+    if torch.isneginf(mc).any() or (not detect and need_count and torch.isneginf(x.amin(-1)).any()):
         return _chunk_stats(x, orders, need_count, need_kl, need_t)
     z = torch.sub(x, mc, out=Workspace.get("z", x.shape, x.device))
     e = torch.exp(z, out=Workspace.get("e", x.shape, x.device))
     out = {"m": mc.squeeze(-1), "s": e.sum(-1)}
+    if arg is not None:
+        out["arg"] = arg
     if need_t:
         out["t"] = _rowdot(e, z)
     if need_kl:
         d = torch.sub(x, x[..., -1:, :], out=Workspace.get("d", x.shape, x.device))
         out["u"] = _rowdot(e, d)
+    if detect and any(torch.isnan(out[k]).any() for k in ("t", "u") if k in out):
+        return _chunk_stats(x, orders, need_count, need_kl, need_t)
     sa = []
     for a in orders:
         torch.mul(z, a, out=e).exp_()
@@ -333,9 +347,13 @@ class _Stream:
         self.fn = _compiled_chunk_stats() if compile else _chunk_stats_eager if buffered else _chunk_stats
         self.m = None
 
-    def update(self, x: torch.Tensor) -> None:
-        """Fold in a chunk ``x [..., c]``."""
-        c = self.fn(x, self.orders, self.need_count, self.need_kl, self.need_t)
+    def update(self, x: torch.Tensor, *, with_arg: bool = False) -> dict:
+        """Fold in a chunk ``x [..., c]``; returns the chunk's statistics (with ``with_arg`` and the
+        eager path, ``m`` and ``arg``: its max and the max's position, ``[..., 1]``)."""
+        if with_arg and self.fn is _chunk_stats_eager:
+            c = self.fn(x, self.orders, self.need_count, self.need_kl, self.need_t, with_arg=True)
+        else:
+            c = self.fn(x, self.orders, self.need_count, self.need_kl, self.need_t)
         mc = torch.where(c["s"] > 0, c["m"], torch.full_like(c["m"], -math.inf))  # all -inf chunk: no weight
         if self.m is None:
             zeros = torch.zeros_like(mc)
@@ -363,6 +381,7 @@ class _Stream:
             self.count = self.count + c["count"]
         self.s = self.s * k_old + c["s"] * k_new
         self.m = m_new
+        return c
 
     @property
     def log_s(self) -> torch.Tensor:
@@ -451,11 +470,11 @@ def stream_metrics(
     n_seen = 0
     for x in _chunk_iter(chunks):
         n_seen += x.shape[-1]
-        st.update(x)
+        c = st.update(x, with_arg=top_k == 1)
         if st64 is not None:
             st64.update(x.double())
-        if tops is not None:
-            tops.update(x)
+        if tops is not None:  # the top token alone comes from the statistics' own max pass
+            tops.update(x, best=(c["m"].unsqueeze(-1), c["arg"]) if "arg" in c else None)
         del x  # free this chunk before the next one is computed
     if st.m is None:
         raise ValueError("no logits were given (empty chunk iterator)")
@@ -697,9 +716,10 @@ class _TopK:
             raise UserError(f"k must be an integer >= 1 (got {k!r})")
         self.k, self.offset, self.v, self.i = k, 0, None, None
 
-    def update(self, x: torch.Tensor) -> None:
+    def update(self, x: torch.Tensor, best: tuple | None = None) -> None:
+        """Fold in ``x [..., c]``; ``best``: its top-1 ``(values, ids)`` ``[..., 1]`` when already known."""
         kk = min(self.k, x.shape[-1])
-        v, i = x.topk(kk, dim=-1)
+        v, i = best if best is not None and kk == 1 else x.topk(kk, dim=-1)
         i = i + self.offset
         self.offset += x.shape[-1]
         if self.v is not None:

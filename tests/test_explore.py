@@ -64,16 +64,21 @@ def test_explorer_in_a_real_browser(real_run, tmp_path):
         points = driver.find_elements(By.CSS_SELECTOR, "#emb circle.pt")
         assert len(points) == n == 48
         driver.save_screenshot(str(tmp_path / "1_overview.png"))
-        # hovering a point shows its prompt
-        ActionChains(driver).move_to_element(points[7]).perform()
+        # hovering a point shows its prompt (a point no other point covers: the one under its centre)
+        on_top = driver.execute_script(
+            "return [...document.querySelectorAll('#emb circle.pt')].map(c => {const r = c.getBoundingClientRect();"
+            " return document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2) === c;});")
+        i = on_top.index(True, 7)
+        assert int(points[i].get_attribute("data-i")) == i
+        ActionChains(driver).move_to_element(points[i]).perform()
         tip = driver.find_element(By.ID, "tip")
-        assert tip.is_displayed() and data["input"][7][:60] in tip.text
+        assert tip.is_displayed() and data["input"][i][:60] in tip.text
         driver.save_screenshot(str(tmp_path / "2_hover.png"))
         # clicking opens the grid: 3 generated tokens x 30 layers
-        points[7].click()
+        points[i].click()
         rows = driver.find_elements(By.CSS_SELECTOR, "#grid tbody tr")
         assert len(rows) == 3 and len(rows[0].find_elements(By.TAG_NAME, "td")) == 30
-        assert driver.find_element(By.ID, "sprompt").text.strip() == data["input"][7].strip()
+        assert driver.find_element(By.ID, "sprompt").text.strip() == data["input"][i].strip()
         # greedy: the last layer's top lens token is the generated token, in every row
         for row in rows:
             gen = row.find_element(By.CSS_SELECTOR, "th.gen").get_attribute("data-id")
