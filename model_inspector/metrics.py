@@ -687,12 +687,23 @@ def metrics_from_logits(
     return stream_metrics(lambda: (logits[..., i : i + size] for i in range(0, vocab, size)), metrics, vocab)
 
 
+#: chunk widths below the whole vocabulary are rounded down to a multiple of this (measured on 2 CPU cores,
+#: [960 rows] lens call: 543 ms at width 13,981, 387 ms at 13,824: rows of odd width slow the matrix
+#: product's writes and every pass after it)
+CHUNK_ALIGN = 256
+
+
 def chunk_size_for(rows: int, vocab: int, budget_bytes: int, n_temporaries: int = 5) -> int:
-    """Vocabulary chunk width so that ``rows * width * 4 bytes * n_temporaries <= budget_bytes``."""
+    """Vocabulary chunk width so that ``rows * width * 4 bytes * n_temporaries <= budget_bytes``: the whole
+    vocabulary if it fits, else a multiple of :data:`CHUNK_ALIGN` (when at least that wide)."""
     if budget_bytes <= 0:
         raise UserError(f"budget_bytes must be > 0 (got {budget_bytes})")
     width = budget_bytes // max(1, rows * 4 * n_temporaries)
-    return int(min(vocab, max(1, width)))
+    if width >= vocab:
+        return int(vocab)
+    if width >= CHUNK_ALIGN:
+        width -= width % CHUNK_ALIGN
+    return int(max(1, width))
 
 
 def kl_divergence(

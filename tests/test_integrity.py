@@ -63,6 +63,7 @@ def _cfg(tiny_dir, **kw):
     ("chat_template", {"chat_template": True}), ("prepend_bos", {"prepend_bos": "never"}),
     ("metrics", {"metrics": ("shannon", "renyi:2")}), ("batch_size", {"batch_size": 8}),
     ("budget_mb", {"budget_mb": 64}), ("compile", {"compile": True}), ("extra", {"extra": {"n_stories": 9}}),
+    ("batch_order", {"batch_order": "given"}), ("keep_top_tokens", {"keep_top_tokens": 2}),
 ])
 def test_resume_with_another_setting_is_refused_before_loading(field, change, tiny_dir, mi, tmp_path):
     out = tmp_path / "r.pkl"

@@ -220,3 +220,15 @@ def test_thresholded_entropy_is_usually_inactive():
     x = torch.randn(4, 2000) * 6
     got = metrics_from_logits(x, ["shannon", "entropy_thresholded"])
     np.testing.assert_allclose(got["entropy_thresholded"].numpy(), got["entropy"].numpy(), atol=1e-5)
+
+
+def test_chunk_width_is_aligned_and_within_the_budget():
+    from model_inspector.metrics import CHUNK_ALIGN, chunk_size_for
+
+    budget = 256 * 2**20
+    assert chunk_size_for(30, 49152, budget) == 49152  # batch 1: one product for all layers
+    w = chunk_size_for(960, 49152, budget)
+    assert w == 13824 and w % CHUNK_ALIGN == 0 and 960 * w * 4 * 5 <= budget < 960 * (w + CHUNK_ALIGN) * 4 * 5
+    assert chunk_size_for(10**6, 49152, budget) == 13  # narrower than the alignment: as the budget allows
+    with pytest.raises(ValueError, match="budget_bytes must be > 0"):
+        chunk_size_for(1, 10, 0)

@@ -145,6 +145,16 @@ def test_embedded_smollm2_profiles_offline(no_network, smollm2):
     assert "<|im_start|>user\nhi<|im_end|>" in wrapped and wrapped.rstrip().endswith("<|im_start|>assistant")
     chat = mi.profile(["hi"], max_len=2, chat_template=True)
     assert chat.entropy.shape == (1, 2, 30)
+    # batch 1: the forward uses SDPA, and every layer's lens is one [L, d] x [d, V] product per step
+    assert mi.model.config._attn_implementation == "sdpa"
+    from torch.profiler import profile as torch_profile
+
+    resid = torch.randn(1, 30, mi.d_model)
+    with torch_profile() as prof_:
+        mi.lens.metrics(resid, ["shannon"], budget_bytes=mi.budget_bytes, top_k=1)
+    products = [e for e in prof_.events() if e.name in ("aten::mm", "aten::addmm", "aten::matmul", "aten::linear")
+                and e.cpu_parent is None]
+    assert len(products) == 1, [e.name for e in products]
 
 
 @pytest.mark.slow

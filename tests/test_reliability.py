@@ -152,12 +152,14 @@ def test_killed_run_resumes_exactly(sig, tmp_path, stories_file):
     partial = load_results(out)  # every completed checkpoint is readable whatever the signal (SIGKILL: from the sidecar)
     n_partial = len(partial["entropy"])
     assert 0 < n_partial < 72, n_partial
+    # the run goes batch by batch in token-length order (the rows of an unfinished run say which samples they are)
+    assert partial["sample_index"] != sorted(partial["sample_index"])
     if sig != signal.SIGKILL:
         assert proc.returncode == 130 and "continue with --resume" in err and "Traceback" not in err
     resumed = cli(*args, "--results_dir", run_dir, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     a, b = load_results(ref_dir / out.name), load_results(out)
-    assert len(b["entropy"]) == 72
+    assert len(b["entropy"]) == 72 and b["sample_index"] == list(range(72))
     for key in ("entropy", "renyi_2", "tokens"):
         for x, y in zip(a[key], b[key]):
             np.testing.assert_array_equal(x, y)
