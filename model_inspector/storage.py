@@ -7,10 +7,12 @@ one entry per sample, in sample order:
   their own keys (``renyi_0.5``, ``renyi_inf``, ``moment_2``...), same shape;
 * ``tokens``: int64 array ``[T]`` generated ids (-1 after an early stop);
 * ``text``: the generated text (not the prompt); ``input``: the prompt text;
+* ``sample_index``: the sample's position in the run's prompt list (the sidecar of an unfinished
+  run holds rows in batch order; :func:`in_sample_order` sorts them);
 * labels: ``model``, ``task``, ``prompt`` and, per experiment, ``variant``, ``story_index``,
   ``subject``, ``answer``, ``predicted``, ``correct``, ``format``, ``topic``, ``alpha``...
 
-``metadata`` is a dict: ``format`` (``entropy-lens-results``), ``format_version`` (1), ``model``,
+``metadata`` is a dict: ``format`` (``entropy-lens-results``), ``format_version`` (:data:`FORMAT_VERSION`), ``model``,
 ``model_id``, ``dtype``, ``device``, ``max_len``, ``seed``, sampling settings, ``metrics``
 (key -> definition with unit), ``versions`` (library versions), ``complete`` and counts.
 
