@@ -45,8 +45,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 
 def mmlu_prompts(n: int, data_file: Path, tokenizer, lo: int = 250, hi: int = 350):
@@ -161,7 +161,7 @@ def speed(mi, baselines, prompts, max_len, batch_sizes, n_base, orders=("length"
     base = {}
     ref = None
     for name, run in baselines.items():
-        outs, t = timed(lambda: [run(p, max_len) for p in prompts[:n_base]])
+        outs, t = timed(lambda run=run: [run(p, max_len) for p in prompts[:n_base]])
         toks = sum(len(o) for o in outs)
         ent = outs[0]
         if name == "original":
@@ -187,7 +187,8 @@ def speed(mi, baselines, prompts, max_len, batch_sizes, n_base, orders=("length"
             n = max(bs, n_prompts or bs)
             batch = (prompts * (n // len(prompts) + 1))[:n]
             lens_ = (lengths * (n // len(prompts) + 1))[:n]
-            _, t = timed(lambda: mi.profile(batch, max_len=max_len, batch_size=bs, batch_order=order))
+            _, t = timed(lambda batch=batch, bs=bs, order=order: mi.profile(batch, max_len=max_len, batch_size=bs,
+                                                                         batch_order=order))
             plan = plan_batches(lens_, bs, order=order)
             useful, padded = ours_flops(lens_, plan, max_len, N, L, d, V)
             o_flops = sum(orig_flops(n_, max_len, N, L, d, V) for n_ in lens_)
@@ -209,7 +210,7 @@ def stages(mi, prompts, max_len: int, bs: int) -> dict:
     from model_inspector.generation import encode_prompts
 
     enc = encode_prompts(mi.tokenizer, prompts[:bs])
-    gen = lambda: mi.model.generate(**enc, max_new_tokens=max_len, min_new_tokens=max_len, do_sample=False,  # noqa: E731
+    gen = lambda: mi.model.generate(**enc, max_new_tokens=max_len, min_new_tokens=max_len, do_sample=False,
                                     pad_token_id=mi.tokenizer.pad_token_id, eos_token_id=None)
     gen()
     _, t_gen = timed(gen)

@@ -9,7 +9,7 @@ processes. Results come back in the prompts' order whatever the batch order.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -26,10 +26,10 @@ import platform
 import signal
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -42,10 +42,10 @@ from .results import Results
 from .storage import (
     FORMAT,
     FORMAT_VERSION,
-    in_sample_order,
     OutputLock,
     PartsStore,
     ResultsFileError,
+    in_sample_order,
     load_results,
     n_samples,
     remove_stale_temporaries,
@@ -210,7 +210,7 @@ def token_strings(tokenizer, state: dict) -> dict:
 
 @contextmanager
 def _sigterm_as_interrupt():
-    def handler(signum, frame):  # noqa: ARG001
+    def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
     try:

@@ -13,8 +13,8 @@ no repetition penalty and whatever the checkpoint's ``generation_config.json`` s
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ class PromptSampler(LogitsProcessor):
     def __init__(self, seeds: Sequence[int], temperature: float):
         self.seeds, self.temperature, self.gens = [int(s) for s in seeds], float(temperature), None
 
-    def __call__(self, input_ids, scores):  # noqa: ARG002 - the LogitsProcessor signature
+    def __call__(self, input_ids, scores):
         if self.gens is None:
             self.gens = [torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds]
         probs = torch.softmax(scores.float() / self.temperature, dim=-1)  # [batch, vocab]

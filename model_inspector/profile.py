@@ -138,7 +138,7 @@ class Profile:
         """Window means over generated tokens: ``[prompt, window, layer]`` (see ``window_mean``)."""
         return window_mean(self.metrics[key], num_windows, axis=1)
 
-    def take(self, order) -> "Profile":
+    def take(self, order) -> Profile:
         """The prompts at positions ``order`` (an index array ``[P']``), every array reordered alike."""
         order = np.asarray(order, dtype=np.int64)
 
