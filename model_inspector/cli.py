@@ -98,6 +98,7 @@ def add_generation_args(p: argparse.ArgumentParser, *, default_batch: int = 8) -
 
 
 def add_batch_order_arg(p: argparse.ArgumentParser) -> None:
+    # the choices are batching.BATCH_ORDERS, written out so that --help does not import numpy (tested equal)
     p.add_argument("--batch_order", default="length", choices=["length", "given"],
                    help="which prompts share a batch: length = prompts of similar token length (less padding; results "
                         "come back in data order and sampled prompts draw from their own seeded streams, so only "

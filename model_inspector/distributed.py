@@ -53,7 +53,7 @@ def _finish_cut_merge(samples, cfg, out_path: Path, *, resume: bool, overwrite: 
     identity = cfg.identity(samples)
     for s in stores:
         identity.check(s.read_meta().get("identity"), s.dir, partial=True)
-    return merge_shards(out_path, world, cfg.batch_size, save=save)
+    return merge_shards(out_path, world, save=save)
 
 
 def run_distributed(samples, cfg, out_path, *, load_inspector, resume=False, overwrite=False, progress=True,
@@ -103,7 +103,7 @@ def run_distributed(samples, cfg, out_path, *, load_inspector, resume=False, ove
         state.wait_for_everyone()
         if not state.is_main_process:
             return None
-        return merge_shards(out_path, world, cfg.batch_size, save=save)
+        return merge_shards(out_path, world, save=save)
     finally:
         if lock is not None:
             lock.release()

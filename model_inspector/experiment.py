@@ -348,14 +348,14 @@ def _run(samples, cfg, out_path, store, identity, rows, old_meta, *, load_inspec
     # resumed run skips the same prompts.
     texts = [s.text for s in samples]
     lengths = mi.prompt_lengths(texts, chat_template=cfg.chat_template, prepend_bos=cfg.prepend_bos)
-    limit = mi.context_length
-    kept = [i for i, n in enumerate(lengths) if limit is None or n + cfg.max_len <= limit]
-    if len(kept) < len(samples):
-        print(f"{len(samples) - len(kept)} prompts do not fit the context of {limit} tokens with "
+    long = set(mi.too_long(texts, cfg.max_len, lengths=lengths))
+    kept = [i for i in range(len(samples)) if i not in long]
+    if long:
+        print(f"{len(long)} prompts do not fit the context of {mi.context_length} tokens with "
               f"max_len={cfg.max_len}: skipped")
         if not kept:
             raise UserError("every prompt is longer than the model's context; lower --max_len or use shorter prompts")
-    meta["n_skipped_context"] = len(samples) - len(kept)
+    meta["n_skipped_context"] = len(long)
     meta["n_total"] = len(kept)
     meta["shard"] = [rank, world]
     decode = cfg.decode
@@ -457,11 +457,11 @@ def shard_stores(out_path: str | Path) -> dict[int, list[PartsStore]]:
     return found
 
 
-def merge_shards(out_path: str | Path, world: int, batch_size: int, *, save=None) -> dict:
-    """Interleave the sidecars of ``world`` shards back into batch order (batch ``j`` came from
-    shard ``j % world``), sort the rows into sample order (``sample_index``), write ``out_path`` atomically and delete the sidecars. Each shard's rows
-    are read once. The result equals the file one process writes with the same settings
-    (metadata aside). A merge cut short is finished by the next ``--resume``."""
+def merge_shards(out_path: str | Path, world: int, *, save=None) -> dict:
+    """Join the sidecars of ``world`` shards, sort the rows into sample order (``sample_index``), write
+    ``out_path`` atomically and delete the sidecars. Each shard's rows are read once. The result
+    equals the file one process writes with the same settings (metadata aside). A merge cut short is
+    finished by the next ``--resume``."""
     stores = [PartsStore(shard_path(out_path, r, world)) for r in range(world)]
     missing = [str(s.dir) for s in stores if not s.exists()]
     if missing:
@@ -475,18 +475,10 @@ def merge_shards(out_path: str | Path, world: int, batch_size: int, *, save=None
     if len(ids) != 1:
         raise IdentityMismatch(f"cannot merge {out_path}: its shards were made with other settings; --overwrite")
     parts = [s.read_rows() for s in stores]
-    keys = list(parts[0])
-    merged: dict = {k: [] for k in keys}
-    pos = [0] * world
-    sizes = [n_samples(d) for d in parts]
-    j = 0
-    while any(pos[r] < sizes[r] for r in range(world)):
-        r = j % world
-        take = min(batch_size, sizes[r] - pos[r])
-        for k in keys:
-            merged[k].extend(parts[r][k][pos[r] : pos[r] + take])
-        pos[r] += take
-        j += 1
+    merged: dict = {k: [v for d in parts for v in d[k]] for k in parts[0]}
+    if "sample_index" not in merged:
+        raise ResultsFileError(f"cannot merge {out_path}: its shards were written by an older entropy-lens (no "
+                               "sample_index); --overwrite")
     meta = dict(metas[0])
     meta["token_strings"] = {k: v for m in metas for k, v in (m.get("token_strings") or {}).items()}
     meta.update({"shard": [0, 1], "n_processes": world, "complete": True,

@@ -20,15 +20,14 @@ import numpy as np
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from .batching import BATCH_ORDERS, BUCKET_WINDOW, plan_batches, prompt_seed
+from .batching import plan_batches, prompt_seed
 from .decoding import DecodeConfig
 from .errors import UserError
 from .lens import LogitLens
 from .metrics import DEFAULT_BUDGET_BYTES, TOP_IDS, TOP_LOGPROBS, parse_metrics
 from .profile import Profile, PromptProfile
 
-__all__ = ["generate_profiles", "prompt_profiles", "encode_prompts", "token_rows", "plan_batches", "prompt_seed",
-           "PromptSampler", "BATCH_ORDERS", "BUCKET_WINDOW"]
+__all__ = ["generate_profiles", "prompt_profiles", "encode_prompts", "token_rows", "pad_rows", "PromptSampler"]
 
 class PromptSampler(LogitsProcessor):
     """Multinomial sampling at ``temperature`` (no top-k/top-p), one ``torch.Generator`` per row seeded

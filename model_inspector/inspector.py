@@ -107,13 +107,15 @@ class ModelInspector:
         return None
 
     def too_long(self, prompts: Sequence[str], max_len: int, chat_template: bool = False,
-                 prepend_bos="auto") -> list[int]:
-        """Indices of ``prompts`` whose tokens plus ``max_len`` exceed :attr:`context_length`."""
+                 prepend_bos="auto", *, lengths: Sequence[int] | None = None) -> list[int]:
+        """Indices of ``prompts`` whose tokens plus ``max_len`` exceed :attr:`context_length`
+        (``lengths``: their :meth:`prompt_lengths`, when already known)."""
         limit = self.context_length
         if limit is None:
             return []
-        return [i for i, n in enumerate(self.prompt_lengths(prompts, chat_template=chat_template,
-                                                             prepend_bos=prepend_bos)) if n + max_len > limit]
+        if lengths is None:
+            lengths = self.prompt_lengths(prompts, chat_template=chat_template, prepend_bos=prepend_bos)
+        return [i for i, n in enumerate(lengths) if n + max_len > limit]
 
     def prompt_lengths(self, prompts: Sequence[str], *, chat_template: bool = False, prepend_bos="auto") -> list[int]:
         """Tokens per prompt as profiling feeds them to the model (BOS policy applied, unpadded)."""

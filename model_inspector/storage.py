@@ -51,6 +51,7 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "in_sample_order", "ResultsFileError", "O
 FORMAT = "entropy-lens-results"
 #: 2: ``metadata.identity`` (the run identity) added; version-1 files load but cannot be resumed.
 #: 3: ``top_ids`` / ``top_probs`` columns (top lens tokens) and ``metadata.token_strings`` added.
+#: 4: ``sample_index`` column and ``identity.batch_order`` (batches by token length, one seed per prompt).
 FORMAT_VERSION = 4
 
 

@@ -186,3 +186,15 @@ def test_invalid_generation_arguments(mi):
 def test_empty_prompt_is_bos(mi, tok):
     prof = mi.profile([""], max_len=3)
     assert prof.entropy.shape == (1, 3, mi.n_layers)
+
+
+def test_batch_order_flag_offers_the_library_orders():
+    import argparse
+
+    from model_inspector.batching import BATCH_ORDERS
+    from model_inspector.cli import add_batch_order_arg
+
+    p = argparse.ArgumentParser()
+    add_batch_order_arg(p)
+    action = next(a for a in p._actions if a.dest == "batch_order")
+    assert tuple(action.choices) == BATCH_ORDERS and action.default == BATCH_ORDERS[0]

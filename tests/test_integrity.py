@@ -193,7 +193,7 @@ def test_a_cut_merge_is_finished_by_a_single_process_resume(tiny_dir, mi, tmp_pa
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        merge_shards(out, 2, 4, save=die)
+        merge_shards(out, 2, save=die)
     assert not out.exists() and PartsStore(shard_path(out, 0, 2)).exists()
     with pytest.raises(FileExistsError, match="unfinished 2-process run"):
         run_distributed(_samples(), _cfg(tiny_dir), out, load_inspector=lambda dev: mi, progress=False)
