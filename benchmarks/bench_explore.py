@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from model_inspector.explore import write_report
-from model_inspector.storage import save_results
-from model_inspector.tasks import tinystories_samples
+from model_inspector.results import save_results
+from model_inspector.experiments.tinystories import tinystories_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 

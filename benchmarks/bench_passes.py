@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from model_inspector import ModelInspector
-from model_inspector.tasks import format_samples, mmlu_prompt
+from model_inspector.experiments.formats import format_samples
+from model_inspector.experiments.mmlu import mmlu_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -53,8 +53,8 @@ def mmlu_prompts(n: int, data_file: Path, tokenizer, lo: int = 250, hi: int = 35
     """``n`` MMLU ``base`` prompts of ``lo``-``hi`` tokens (about 300), in dataset order
     (``hi=None``: a seeded sample of ``n`` from the whole test set, whatever their length, in dataset
     order, as ``--n_questions`` draws them)."""
-    from model_inspector.data import load_mmlu
-    from model_inspector.tasks import mmlu_samples
+    from model_inspector.experiments.mmlu import load_mmlu
+    from model_inspector.experiments.mmlu import mmlu_samples
 
     samples, _ = mmlu_samples(load_mmlu(str(data_file)), "base")
     if hi is None:
@@ -67,7 +67,7 @@ def mmlu_prompts(n: int, data_file: Path, tokenizer, lo: int = 250, hi: int = 35
 
 
 def format_prompts(n: int):
-    from model_inspector.tasks import format_samples
+    from model_inspector.experiments.formats import format_samples
 
     return [s.text for s in format_samples()][:n]
 
@@ -154,7 +154,7 @@ def ours_flops(lengths, plan, max_len: int, N: int, L: int, d: int, V: int) -> t
 def speed(mi, baselines, prompts, max_len, batch_sizes, n_base, orders=("length",), n_prompts=None):
     """Tokens/s of each baseline (``n_base`` prompts) and of ours at each batch size and batch order
     (``n_prompts`` prompts, default one batch)."""
-    from model_inspector.batching import plan_batches
+    from model_inspector.run.batching import plan_batches
 
     L, d, V, N = mi.n_layers, mi.d_model, mi.d_vocab, n_params(mi.model)
     lengths = mi.prompt_lengths(prompts)
@@ -260,7 +260,7 @@ _MEM_CHILD = r"""
 import json, os, sys, threading, time
 import torch
 from model_inspector import ModelInspector
-from model_inspector.tasks import format_samples
+from model_inspector.experiments.formats import format_samples
 
 def rss():
     with open("/proc/self/statm") as fh:

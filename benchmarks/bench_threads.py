@@ -18,7 +18,7 @@ from pathlib import Path
 CHILD = r"""
 import sys, time
 from model_inspector import ModelInspector
-from model_inspector.tasks import format_samples
+from model_inspector.experiments.formats import format_samples
 from model_inspector.threads import default_threads, set_threads
 arg = sys.argv[1]
 n = set_threads(None if arg == "default" else int(arg))

@@ -17,7 +17,7 @@ import torch
 
 from model_inspector import ModelInspector
 from model_inspector.reference import reference_profile
-from model_inspector.tasks import format_samples
+from model_inspector.experiments.formats import format_samples
 
 assert torch.cuda.is_available(), "no CUDA GPU"
 dev = torch.cuda.get_device_name()

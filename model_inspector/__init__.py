@@ -4,7 +4,8 @@
 * :mod:`model_inspector.architecture` — per-architecture knowledge (blocks, logit transforms, residual writers, BOS).
 * :mod:`model_inspector.metrics` — the metric registry and streamed vocabulary statistics.
 * :mod:`model_inspector.generation` — KV-cached, batched generation that profiles as it goes.
-* :mod:`model_inspector.profile` — typed results ``[prompt, token, layer]``.
+* :mod:`model_inspector.profiling` — typed results ``[prompt, token, layer]``.
+* :mod:`model_inspector.experiments` — the experiments (plugins); :mod:`model_inspector.run` — the runner.
 * :mod:`model_inspector.loading` — model loading (the original's ``model_manager``).
 * :class:`ModelInspector` — the user-facing object.
 
@@ -30,9 +31,9 @@ _LAZY = {
     "parse_metrics": "metrics",
     "metrics_from_logits": "metrics",
     "kl_divergence": "metrics",
-    "window_mean": "profile",
-    "Profile": "profile",
-    "PromptProfile": "profile",
+    "window_mean": "profiling",
+    "Profile": "profiling",
+    "PromptProfile": "profiling",
     "DecodeConfig": "decoding",
     "Results": "results",
     "UserError": "errors",

@@ -371,3 +371,110 @@ def resolve_prepend_bos(policy, model_or_config) -> bool:
     if policy == "auto":
         return default_prepend_bos(model_or_config)
     return policy == "always"
+
+
+# ----------------------------------------------------------------------------- config and tokenizer facts
+#: Config names of the longest sequence (prompt + generated tokens) a model was built for, tried in order.
+CONTEXT_LENGTH_NAMES = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+#: Config names of the residual stream's width, tried in order.
+HIDDEN_SIZE_NAMES = ("hidden_size", "n_embd", "d_model")
+
+
+def context_length(model) -> int | None:
+    """Longest sequence the model was built for, if its config says (:data:`CONTEXT_LENGTH_NAMES`)."""
+    cfg = text_config(model)
+    for name in CONTEXT_LENGTH_NAMES:
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def hidden_size(model) -> int:
+    """The residual stream's width ``d_model`` (:data:`HIDDEN_SIZE_NAMES`)."""
+    cfg = text_config(model)
+    for name in HIDDEN_SIZE_NAMES:
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    raise LensResolutionError(f"{type(model).__name__}: the config names no hidden size ({', '.join(HIDDEN_SIZE_NAMES)})")
+
+
+def map_first_tensor(out, fn: Callable[[torch.Tensor], torch.Tensor]):
+    """A module output with :func:`first_tensor` replaced by ``fn(first_tensor)`` (same structure: a tensor, or a
+    tuple whose first element is the hidden state)."""
+    if isinstance(out, torch.Tensor):
+        return fn(out)
+    if isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor):
+        return (fn(out[0]),) + tuple(out[1:])
+    raise TypeError(f"cannot rewrite a module output of type {type(out).__name__}")
+
+
+def fallback_token(tokenizer) -> int:
+    """The token that stands for an empty prompt or a missing special token: BOS, else EOS, else pad (as
+    TransformerLens uses EOS for a tokenizer without BOS)."""
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        tid = getattr(tokenizer, name, None)
+        if tid is not None:
+            return int(tid)
+    raise UserError("the tokenizer has no BOS, EOS or pad token to use for an empty prompt")
+
+
+def pad_token_id(tokenizer) -> int:
+    """The id batches are padded with: the tokenizer's pad token, else :func:`fallback_token`."""
+    return int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else fallback_token(tokenizer)
+
+
+def ensure_pad_token(tokenizer) -> None:
+    """Give a tokenizer without a pad token its EOS token as pad (what ``generate`` needs to pad batches)."""
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+# ----------------------------------------------------------------------------- registered lens specs
+#: ``model_type`` prefix -> the :class:`LensSpec` used for it when the user gives none (longest prefix wins). Empty
+#: by default (every supported architecture resolves by itself); ``register_lens_spec`` adds one.
+LENS_SPECS: dict[str, LensSpec] = {}
+
+
+def register_lens_spec(model_type: str, spec: LensSpec) -> LensSpec:
+    """Use ``spec`` for every model whose ``model_type`` starts with ``model_type`` (checked at load like any
+    spec: the lens must reproduce the model's logits)."""
+    if not isinstance(spec, LensSpec):
+        raise UserError(f"register_lens_spec needs a LensSpec (got {type(spec).__name__})")
+    LENS_SPECS[model_type] = spec
+    return spec
+
+
+def lens_spec_for(model) -> LensSpec | None:
+    """The registered spec of ``model``'s ``model_type`` (longest matching prefix), or ``None``."""
+    model_type = str(getattr(text_config(model), "model_type", "") or "")
+    hits = [p for p in LENS_SPECS if model_type.startswith(p)]
+    return LENS_SPECS[max(hits, key=len)] if hits else None
+
+
+def load_lens_spec(ref: str) -> LensSpec:
+    """``--lens_spec module:NAME``: the :class:`LensSpec` named ``NAME`` in the importable module ``module`` (a
+    ``.py`` path works too). This imports (runs) that module: name only code you trust."""
+    import importlib
+    import importlib.util
+
+    module, sep, name = str(ref).rpartition(":")
+    if not sep or not module or not name:
+        raise UserError(f"--lens_spec must look like module:NAME or path/to/file.py:NAME (got {ref!r})")
+    try:
+        if module.endswith(".py"):
+            spec = importlib.util.spec_from_file_location("_entropy_lens_spec", module)
+            if spec is None or spec.loader is None:
+                raise ImportError(module)
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+        else:
+            mod = importlib.import_module(module)
+    except (ImportError, OSError) as exc:
+        raise UserError(f"--lens_spec: cannot import {module!r} ({type(exc).__name__}: {exc})") from None
+    value = getattr(mod, name, None)
+    if not isinstance(value, LensSpec):
+        raise UserError(f"--lens_spec: {module}:{name} is {'missing' if value is None else type(value).__name__}, "
+                        "not a LensSpec")
+    return value

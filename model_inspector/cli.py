@@ -1,16 +1,15 @@
-"""Command-line plumbing shared by the scripts: one clear line per user mistake, no traceback."""
+"""The ``entropy-lens`` command: one subcommand per module of :mod:`model_inspector.commands`, and the plumbing
+every command shares (one clear line per user mistake, no traceback; loading a model from the model flags)."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from typing import Callable
 
 from .errors import LensResolutionError, RunInterrupted, UserError
 
-__all__ = ["run_main", "add_model_args", "add_generation_args", "add_data_args", "positive_int", "load_inspector",
-           "run_settings"]
+__all__ = ["run_main", "load_inspector", "parse_max_memory", "COMMANDS", "main"]
 
 
 def _user_errors() -> tuple:
@@ -46,88 +45,8 @@ def run_main(main: Callable[[], int | None]) -> None:
     sys.exit(code or 0)
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (got {value})")
-    return value
-
-
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1... (default: auto)")
-    p.add_argument("--dtype", default="auto", help="auto (bf16/fp16 on GPU, fp32 on CPU), float32, bfloat16, float16")
-    p.add_argument("--device_map", default=None,
-                   help="shard the model over devices through accelerate, e.g. 'auto' (default: one device)")
-    p.add_argument("--max_memory", nargs="*", default=None, metavar="DEV=SIZE",
-                   help="with --device_map: memory per device, e.g. 0=20GiB 1=20GiB cpu=64GiB")
-    p.add_argument("--budget_mb", type=positive_int, default=256,
-                   help="memory budget of the lens's vocabulary chunks in MiB (default: 256)")
-    p.add_argument("--threads", type=positive_int, default=None,
-                   help="CPU threads (default: the cores this process may use less those busy now, at least 1; "
-                        "OMP_NUM_THREADS wins)")
-    p.add_argument("--compile", action="store_true",
-                   help="fuse the lens's vocabulary reductions with torch.compile (faster on long runs)")
-
-
-def add_generation_args(p: argparse.ArgumentParser, *, default_batch: int = 8) -> None:
-    p.add_argument("--max_len", type=positive_int, default=8, help="generated tokens per prompt (default: 8)")
-    p.add_argument("--batch_size", type=positive_int, default=default_batch,
-                   help=f"prompts per forward pass (default: {default_batch})")
-    add_batch_order_arg(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of sampling and scrambling (default: 0)")
-    p.add_argument("--metrics", nargs="+", default=["shannon"],
-                   help="metrics to keep, e.g. shannon renyi:0.5 renyi:5 moment:2 kl_final (default: shannon)")
-    p.add_argument("--update_steps", type=positive_int, default=1000,
-                   help="write the results file every this many samples (default: 1000)")
-    p.add_argument("--results_dir", default="results", help="output folder (default: results/)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue a partial results file (a pickle: loading one runs code, so resume only your own files)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing results file")
-    p.add_argument("--chat_template", action="store_true",
-                   help="wrap each prompt in the tokenizer's chat template (the paper fed raw text: default off)")
-    p.add_argument("--prepend_bos", default="auto", choices=["auto", "always", "never"],
-                   help="BOS token before each prompt: auto = what TransformerLens (the original's tooling) did for "
-                        "the model family (yes for GPT-2, Llama, Gemma, OPT...; no for Qwen, GPT-NeoX/Pythia, Bloom)")
-    p.add_argument("--keep_top_tokens", type=int, default=1, metavar="K",
-                   help="keep the top K lens tokens and their probabilities per generated token and layer (the "
-                        "explorer's grid; a few kB per sample; 0: none; default: 1)")
-    p.add_argument("--no_progress", action="store_true", help="no progress bar")
-
-
-def add_batch_order_arg(p: argparse.ArgumentParser) -> None:
-    # the choices are batching.BATCH_ORDERS, written out so that --help does not import numpy (tested equal)
-    p.add_argument("--batch_order", default="length", choices=["length", "given"],
-                   help="which prompts share a batch: length = prompts of similar token length (less padding; results "
-                        "come back in data order and sampled prompts draw from their own seeded streams, so only "
-                        "speed changes), given = consecutive prompts (default: length)")
-
-
-def run_settings(args) -> dict:
-    """The settings of :func:`add_model_args` (and ``--batch_order``) that are part of a run's identity:
-    the dtype name and device type the model will be loaded with (resolved now, before loading), the
-    lens budget, compile path and batch order. Keyword arguments for
-    :class:`~model_inspector.experiment.RunConfig`."""
-    from . import loading as model_manager
-
-    if args.device_map:
-        device, dtype = None, (None if args.dtype == "auto" else str(model_manager.pick_dtype(args.dtype, None)))
-    else:
-        dev = model_manager.pick_device(args.device)
-        device, dtype = dev.type, str(model_manager.pick_dtype(args.dtype, dev))
-    return {"dtype": dtype.replace("torch.", "") if dtype else None, "device": device,
-            "budget_mb": float(args.budget_mb), "compile": bool(args.compile),
-            "batch_order": getattr(args, "batch_order", "length")}
-
-
-def add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--skip_bad_rows", action="store_true",
-                   help="skip and count data rows that break the format rules instead of stopping at the first")
-
-
 def parse_max_memory(items) -> dict | None:
+    """``["0=20GiB", "cpu=64GiB"]`` (``--max_memory``) as accelerate's ``{0: "20GiB", "cpu": "64GiB"}``."""
     if not items:
         return None
     out = {}
@@ -139,11 +58,25 @@ def parse_max_memory(items) -> dict | None:
     return out
 
 
-def load_inspector(args, device: str | None = None):
-    """A ModelInspector for ``args.model`` with the device flags of :func:`add_model_args`
-    (``device``: this process's device in a data-parallel run, used when ``--device auto``)."""
+def parse_device_map(text: str | None):
+    """``--device_map``: ``auto`` (or another accelerate keyword) or a JSON ``{module: device}`` map."""
+    if not text or not text.strip().startswith("{"):
+        return text
     import json
 
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--device_map is not valid JSON ({exc.msg} at character {exc.pos}); give 'auto' or a map "
+                        "such as '{\"model.layers.0\": 0, \"lm_head\": 1}'") from None
+
+
+def load_inspector(args, device: str | None = None, *, cfg=None):
+    """A ModelInspector for ``args.model`` with the model flags of ``args`` (``device``, ``dtype``, ``device_map``,
+    ``max_memory``, ``budget_mb``, ``compile``, ``lens_spec``, ``threads``, ``no_progress``). ``device``: this process's device in
+    a data-parallel run (used when ``--device auto``); ``cfg``: the run's
+    :class:`~model_inspector.run.config.RunConfig`, whose dtype and device were resolved once, at the edge."""
+    from .architecture import load_lens_spec
     from .inspector import ModelInspector
     from .threads import set_threads
 
@@ -152,31 +85,47 @@ def load_inspector(args, device: str | None = None):
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    device_map = args.device_map
-    if device_map and device_map.strip().startswith("{"):
-        device_map = json.loads(device_map)
-    if device is not None and args.device == "auto" and not device_map:
-        args = argparse.Namespace(**{**vars(args), "device": device})
-    return ModelInspector(args.model, device=args.device, dtype=args.dtype, device_map=device_map,
-                          max_memory=parse_max_memory(args.max_memory), budget_bytes=args.budget_mb * 2**20,
-                          compile=args.compile)
+    device_map = parse_device_map(getattr(args, "device_map", None))
+    want = getattr(args, "device", "auto") or "auto"
+    if device is not None and want == "auto" and not device_map:
+        want = device
+    elif want == "auto" and cfg is not None and cfg.device:
+        want = cfg.device
+    dtype = cfg.dtype if cfg is not None and cfg.dtype else getattr(args, "dtype", "auto") or "auto"
+    return ModelInspector(args.model, device=want, dtype=dtype, device_map=device_map,
+                          max_memory=parse_max_memory(getattr(args, "max_memory", None)),
+                          budget_bytes=int(float(getattr(args, "budget_mb", 256)) * 2**20),
+                          compile=bool(getattr(args, "compile", False)),
+                          lens_spec=load_lens_spec(args.lens_spec) if getattr(args, "lens_spec", None) else None)
 
 
-#: ``entropy-lens`` subcommand -> module of :mod:`model_inspector.commands` (and the paper's script)
+#: ``entropy-lens`` subcommand -> (module of :mod:`model_inspector.commands`, or ``run:EXPERIMENT``; the paper's
+#: script; what it does)
 COMMANDS = {
-    "profile-ts": ("profile_ts", "run_experiments_ts.py", "TinyStories task identification profiles"),
-    "profile-mmlu": ("profile_mmlu", "run_experiments.py", "MMLU correctness profiles"),
+    "run": ("run", "-m model_inspector run", "profile any registered experiment: run EXPERIMENT MODEL [flags]"),
+    "profile-ts": ("run:tinystories", "run_experiments_ts.py", "TinyStories task identification profiles"),
+    "profile-mmlu": ("run:mmlu", "run_experiments.py", "MMLU correctness profiles"),
     "evaluate": ("evaluate", "run_tests.py", "k-NN evaluation of a results file"),
-    "formats": ("formats", "generate_format_dataset.py", "output-format profiles"),
+    "formats": ("run:formats", "generate_format_dataset.py", "output-format profiles"),
     "classify-formats": ("classify_formats", "classify_formats.py", "k-NN classification of output formats"),
     "explore": ("explore", "-m model_inspector.explore", "an interactive HTML explorer of a results file"),
 }
 
 
-def main(argv=None) -> None:
-    """The ``entropy-lens`` command: ``entropy-lens SUBCOMMAND [flags]`` (``--help`` per subcommand)."""
+def command_main(name: str):
+    """The ``main(argv)`` of subcommand ``name``."""
     import importlib
 
+    module = COMMANDS[name][0]
+    if module.startswith("run:"):
+        from .commands.run import script_main
+
+        return script_main(module.partition(":")[2])
+    return importlib.import_module(f".commands.{module}", __package__).main
+
+
+def main(argv=None) -> None:
+    """The ``entropy-lens`` command: ``entropy-lens SUBCOMMAND [flags]`` (``--help`` per subcommand)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         from . import __version__
@@ -195,6 +144,6 @@ def main(argv=None) -> None:
         print(f"error: unknown subcommand {argv[0]!r}; choose one of {', '.join(COMMANDS)} (entropy-lens --help)",
               file=sys.stderr)
         sys.exit(2)
-    module = importlib.import_module(f".commands.{COMMANDS[argv[0]][0]}", __package__)
+    fn = command_main(argv[0])
     sys.argv[0] = f"entropy-lens {argv[0]}"
-    run_main(lambda: module.main(argv[1:]))
+    run_main(lambda: fn(argv[1:]))

@@ -7,7 +7,7 @@ is a bug and keeps its traceback. Set ``ENTROPY_LENS_DEBUG=1`` to see tracebacks
 
 from __future__ import annotations
 
-__all__ = ["UserError", "LensResolutionError", "RunInterrupted"]
+__all__ = ["UserError", "LensResolutionError", "RunInterrupted", "ResultsFileError"]
 
 
 class UserError(ValueError):
@@ -20,3 +20,7 @@ class LensResolutionError(RuntimeError):
 
 class RunInterrupted(RuntimeError):
     """The run was stopped by a signal after saving what was complete."""
+
+
+class ResultsFileError(UserError):
+    """A results file is missing, unreadable or not in a known format."""

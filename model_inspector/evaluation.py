@@ -96,7 +96,7 @@ def evaluate_knn(X, y, *, k: int = 29, n_splits: int = 10, weights: str = "unifo
 def features_from_results(data: dict, key: str = "entropy", num_windows: int | None = None) -> np.ndarray:
     """Features ``[sample, feature]``: the mean profile over generated tokens (``[L]``) or, with
     ``num_windows``, the window means flattened (``[num_windows * L]``)."""
-    from .profile import window_mean
+    from .profiling import window_mean
 
     rows = []
     for prof in data[key]:

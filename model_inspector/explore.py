@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .experiment import preflight_output
+    from .storage import preflight_output
 
     out = Path(args.out) if args.out else Path(args.file).with_suffix(".html")
     preflight_output(out)

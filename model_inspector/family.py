@@ -1,5 +1,7 @@
-"""Model-family clustering (paper, section 3): profiles sampled from the BOS token, aligned on
-relative depth, embedded with t-SNE / PCA, and a separation score that makes the claim a number.
+"""Model-family clustering (paper, section 3): profiles sampled from the BOS token, aligned on relative depth,
+embedded with t-SNE / PCA (the separation score that makes the claim a number is
+:func:`model_inspector.evaluation.separation_score`). The experiment that samples the profiles into a results file is
+:mod:`model_inspector.experiments.family`.
 """
 
 from __future__ import annotations
@@ -11,10 +13,9 @@ import numpy as np
 import pandas as pd
 
 from .errors import UserError
-from .evaluation import separation_score  # noqa: F401 - one home for evaluations; re-exported here
 
-__all__ = ["sample_profiles", "cached_profiles", "resample_depth", "align_profiles", "embed", "separation_score",
-           "plot_family_profiles", "plot_embedding", "pca_axis_labels"]
+__all__ = ["sample_profiles", "cached_profiles", "resample_depth", "align_profiles", "embed", "plot_family_profiles",
+           "plot_embedding", "pca_axis_labels"]
 
 
 def sample_profiles(inspector, n_samples: int = 64, n_tokens: int = 32, temperature: float = 0.7,

@@ -20,12 +20,13 @@ import numpy as np
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from .batching import plan_batches, prompt_seed
+from .run.batching import plan_batches, prompt_seed
+from .architecture import fallback_token, pad_token_id
 from .decoding import DecodeConfig
 from .errors import UserError
 from .lens import LogitLens
 from .metrics import DEFAULT_BUDGET_BYTES, TOP_IDS, TOP_LOGPROBS, parse_metrics
-from .profile import Profile, PromptProfile
+from .profiling import Profile, PromptProfile
 
 __all__ = ["generate_profiles", "prompt_profiles", "encode_prompts", "token_rows", "pad_rows", "PromptSampler"]
 
@@ -47,14 +48,6 @@ class PromptSampler(LogitsProcessor):
         return out
 
 
-def _fallback_token(tokenizer) -> int:
-    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        tid = getattr(tokenizer, name, None)
-        if tid is not None:
-            return int(tid)
-    raise UserError("the tokenizer has no BOS, EOS or pad token to use for an empty prompt")
-
-
 def encode_prompts(tokenizer, prompts: Sequence[str], *, chat_template: bool = False, prepend_bos: bool | None = None,
                    device=None) -> dict:
     """Tokenise ``prompts`` with left padding (:func:`token_rows`, then :func:`pad_rows`).
@@ -72,7 +65,7 @@ def token_rows(tokenizer, prompts: Sequence[str], *, chat_template: bool = False
     tokenizer adds is removed); ``None`` — whatever the tokenizer does. Resolve the ``auto`` policy
     with :func:`~model_inspector.architecture.resolve_prepend_bos`. ``chat_template=True`` wraps
     each prompt as one user turn of the tokenizer's chat template."""
-    bos = _fallback_token(tokenizer) if prepend_bos is not None else None
+    bos = fallback_token(tokenizer) if prepend_bos is not None else None
     rows = []
     for p in prompts:
         if chat_template:
@@ -91,7 +84,7 @@ def token_rows(tokenizer, prompts: Sequence[str], *, chat_template: bool = False
         elif prepend_bos is False and ids and ids[0] == bos and len(ids) > 1:
             ids = ids[1:]
         if not ids:
-            ids = [_fallback_token(tokenizer)]
+            ids = [fallback_token(tokenizer)]
         rows.append(ids)
     return rows
 
@@ -99,7 +92,7 @@ def token_rows(tokenizer, prompts: Sequence[str], *, chat_template: bool = False
 def pad_rows(tokenizer, rows: Sequence[Sequence[int]], *, device=None) -> dict:
     """Left-pad token rows: ``input_ids`` and ``attention_mask``, both ``[batch, seq]``."""
     width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else _fallback_token(tokenizer)
+    pad = pad_token_id(tokenizer)
     input_ids = torch.full((len(rows), width), int(pad), dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
@@ -189,7 +182,7 @@ def _generate_batch(model, tokenizer, lens, prompts, rows, decode: DecodeConfig,
     stop_at_eos, top_k = decode.stop_at_eos, decode.keep_top_tokens
     enc = pad_rows(tokenizer, rows, device=_input_device(model))
     eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else _fallback_token(tokenizer)
+    pad = pad_token_id(tokenizer)
     # transformers selects greedily; a sampled run draws in PromptSampler, one stream per prompt
     gc = GenerationConfig(
         max_new_tokens=int(max_len), min_new_tokens=0, do_sample=False, repetition_penalty=1.0,

@@ -8,29 +8,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from .architecture import LensResolutionError, find_residual_writers, resolve_prepend_bos
+from .architecture import (
+    LensResolutionError,
+    context_length,
+    find_residual_writers,
+    map_first_tensor,
+    resolve_prepend_bos,
+    text_config,
+)
 from .decoding import DecodeConfig
 from .errors import UserError
 from .generation import encode_prompts, generate_profiles, prompt_profiles, token_rows
-from .lens import LogitLens, text_config
-from .metrics import DEFAULT_BUDGET_BYTES, Metric, metrics_from_logits, parse_metrics, window_mean
-from .profile import Profile, PromptProfile
+from .lens import LogitLens
+from .metrics import DEFAULT_BUDGET_BYTES, Metric, metrics_from_logits, parse_metrics
+from .profiling import Profile, PromptProfile, window_mean
 
 __all__ = ["ModelInspector"]
 
 #: TransformerLens hook names that the intervention API accepts.
 HOOKS = ("hook_resid_post", "hook_attn_out", "hook_mlp_out")
-
-
-def _scale_output(factor: float):
-    def hook(_mod, _args, out):
-        if isinstance(out, torch.Tensor):
-            return out * factor
-        if isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor):
-            return (out[0] * factor,) + tuple(out[1:])
-        raise TypeError(f"cannot scale a module output of type {type(out).__name__}")
-
-    return hook
 
 
 class ModelInspector:
@@ -99,12 +95,7 @@ class ModelInspector:
     @property
     def context_length(self) -> int | None:
         """Longest sequence (prompt + generated tokens) the model was built for, if the config says."""
-        cfg = text_config(self.model)
-        for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-            value = getattr(cfg, name, None)
-            if isinstance(value, int) and value > 0:
-                return value
-        return None
+        return context_length(self.model)
 
     def too_long(self, prompts: Sequence[str], max_len: int, chat_template: bool = False,
                  prepend_bos="auto", *, lengths: Sequence[int] | None = None) -> list[int]:
@@ -300,7 +291,7 @@ class ModelInspector:
         would rescale back). Setting it again replaces the earlier factor (factors do not stack)."""
         mod = self._hook_module(block, hook)
         self.undo_scaling_at_layer(block, hook)
-        self._scalings[(block, hook)] = mod.register_forward_hook(_scale_output(float(scaling_factor)), prepend=True)
+        self._scalings[(block, hook)] = mod.register_forward_hook(_scaling_hook(float(scaling_factor)), prepend=True)
 
     def undo_scaling_at_layer(self, block: int, hook: str | None = None) -> None:
         """Remove the scaling hooks of ``block`` (all of its hooks, or only ``hook``)."""
@@ -317,3 +308,12 @@ class ModelInspector:
         cfg = text_config(self.model)
         return (f"ModelInspector({self.name!r}, layers={self.n_layers}, d_model={self.d_model}, "
                 f"vocab={self.d_vocab}, device={self.device}, dtype={self.dtype}, type={getattr(cfg, 'model_type', '?')})")
+
+
+def _scaling_hook(factor: float):
+    """A forward hook that multiplies a module's hidden-state output by ``factor``."""
+
+    def hook(_mod, _args, out):
+        return map_first_tensor(out, lambda t: t * factor)
+
+    return hook

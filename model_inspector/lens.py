@@ -32,13 +32,14 @@ from .architecture import (
     LensResolutionError,
     LensSpec,
     discover_logit_transform,
-    find_blocks,
     first_tensor,
+    hidden_size,
+    lens_spec_for,
     text_config,
 )
-from .metrics import DEFAULT_BUDGET_BYTES, TOP_IDS, TOP_LOGPROBS, Workspace, chunk_size_for, stream_metrics
+from .metrics import DEFAULT_BUDGET_BYTES, Workspace, chunk_size_for, stream_metrics
 
-__all__ = ["LogitLens", "LensResolutionError", "find_blocks", "text_config"]
+__all__ = ["LogitLens"]
 
 
 def _module_device(mod: nn.Module, default: torch.device) -> torch.device:
@@ -65,7 +66,7 @@ class LogitLens:
         self.model, self.verify, self.atol, self.compile = model, verify, atol, compile
         #: reduce vocabulary chunks into reused buffers (False: allocate per operation, the earlier path)
         self.buffered = True
-        spec = spec or LensSpec()
+        spec = spec or lens_spec_for(model) or LensSpec()
         if transforms is not None:
             spec = LensSpec(blocks=spec.blocks, final=spec.final, head=spec.head, transforms=transforms)
         self.spec = spec
@@ -150,7 +151,7 @@ class LogitLens:
 
     @property
     def d_model(self) -> int:
-        return int(text_config(self.model).hidden_size)
+        return hidden_size(self.model)
 
     def describe(self) -> str:
         post = " -> ".join([n for n, _ in self.post_block] + ["head"] + self.post_head)
@@ -213,11 +214,6 @@ class LogitLens:
             size = chunk_size_for(rows, self.vocab_size, budget_bytes)
             return stream_metrics(lambda: self.logits_chunks(normed, size, reuse=self.buffered), metrics,
                                   self.vocab_size, compile=self.compile, top_k=top_k, buffered=self.buffered)
-
-    def top_k(self, resid: torch.Tensor, k: int, *, budget_bytes: int = DEFAULT_BUDGET_BYTES):
-        """Top-``k`` decoded tokens: ``(ids [..., k], log_probs [..., k])`` for ``resid [..., d]``."""
-        out = self.metrics(resid, [], budget_bytes=budget_bytes, top_k=k)
-        return out[TOP_IDS], out[TOP_LOGPROBS]
 
     # ----------------------------------------------------------------- capture
     @contextmanager

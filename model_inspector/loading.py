@@ -40,6 +40,7 @@ __all__ = [
     "cache_dir",
     "pick_device",
     "pick_dtype",
+    "resolve_placement",
     "ModelNotFoundError",
     "ModelTableUpdateError",
     "MODEL_FAMILIES",
@@ -415,6 +416,18 @@ def load_model(name_or_path: str, device: str | torch.device | None = "auto", dt
         model.to(dev)
     model.eval()
     model.requires_grad_(False)
-    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
-        tokenizer.pad_token = tokenizer.eos_token
+    from .architecture import ensure_pad_token
+
+    ensure_pad_token(tokenizer)
     return model, tokenizer
+
+
+def resolve_placement(device="auto", dtype="auto", device_map=None) -> tuple[str | None, str | None]:
+    """The device type and dtype name a model will be loaded with (``"cpu"``, ``"float32"``), resolved once, before
+    loading: ``auto`` picks as :func:`pick_device` / :func:`pick_dtype`. With a ``device_map`` the device is
+    ``None`` (several), and an ``auto`` dtype is ``None`` (as loaded)."""
+    if device_map:
+        dt = None if dtype in (None, "auto") else pick_dtype(dtype, None)
+        return None, (str(dt).replace("torch.", "") if dt is not None else None)
+    dev = pick_device(device)
+    return dev.type, str(pick_dtype(dtype, dev)).replace("torch.", "")

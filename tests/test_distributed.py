@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from model_inspector import ModelInspector
-from model_inspector.storage import load_results
+from model_inspector.results import load_results
 
 ROOT = Path(__file__).resolve().parents[1]
 STORIES = ["Tom had a red ball. He liked it.", "Sue saw a cat. The cat was big.", "Ben went to the park."]

@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 from helpers import run_script, same_results
 
-from model_inspector.experiment import RunConfig, RunInterrupted, run_profiling
-from model_inspector.storage import load_npz, load_results, save_npz
-from model_inspector.tasks import tinystories_samples
+from model_inspector.errors import RunInterrupted
+from model_inspector.run.config import RunConfig
+from model_inspector.run.loop import run_profiling
+from model_inspector.results import load_results
+from model_inspector.results.layouts import load_npz, save_npz
+from model_inspector.experiments.tinystories import tinystories_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 STORIES = ["Tom had a red ball. He liked to play with it every day.", "Sue saw a cat. The cat was big and soft.",
@@ -100,7 +103,7 @@ def test_resume_after_interrupt_equals_uninterrupted(tiny_dir, tmp_path):
     same_results(full, resumed)
     same_results(load_results(part), full)
     # resuming with other settings is refused
-    other = RunConfig(**{**cfg.__dict__, "seed": 6})
+    other = cfg.replace(seed=6)
     with pytest.raises(ValueError, match="settings differ .*seed"):
         run_profiling(_samples(), other, part, load_inspector=lambda: mi, resume=True, progress=False)
 

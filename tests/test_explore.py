@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers import run_script
 
-from model_inspector.storage import load_results
+from model_inspector.results import load_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,7 +107,7 @@ def test_explorer_in_a_real_browser(real_run, tmp_path):
 def test_explorer_page_data(tmp_path):
     """Synthetic file: the page holds every sample, the labels and the quantised profiles."""
     from model_inspector.explore import build_report
-    from model_inspector.storage import save_results
+    from model_inspector.results import save_results
 
     rng = np.random.default_rng(0)
     n, t, layers = 30, 4, 6

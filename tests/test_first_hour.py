@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from helpers import run_script
 
-from model_inspector.storage import load_results
+from model_inspector.results import load_results
 
 ROOT = Path(__file__).resolve().parents[1]
 STORIES = ["Tom had a red ball. He liked to play with it every day.", "Sue saw a cat. The cat was big and soft.",
@@ -51,7 +51,8 @@ def test_unreachable_hub_is_one_quick_check(monkeypatch):
     import socket
 
     import model_manager
-    from model_inspector.data import DataError, load_tinystories
+    from model_inspector.experiments.tinystories import load_tinystories
+    from model_inspector.readers import DataError
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     calls = []

@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 from helpers import run_script
 
-from model_inspector.formats import read_formats_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,7 +15,9 @@ def test_pipeline_end_to_end(tiny_dir, tmp_path):
     out = tmp_path / "formats.pkl"
     run_script("generate_format_dataset.py", "--model", tiny_dir, "--n_topics", 4, "--max_len", 6, "--num_windows", 3,
         "--out", out, "--batch_size", 5, "--no_progress", "--update_steps", 5)
-    df = read_formats_table(out)
+    from model_inspector import Results
+
+    df = Results.load(out).to_records()  # the records layout's one reader
     assert len(df) == 4 * 3 * 3
     assert sorted(df["alpha"].unique()) == [0.5, 1.0, 5.0]
     assert df["entropy"].iloc[0].shape == (3, 3)

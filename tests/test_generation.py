@@ -6,7 +6,7 @@ import torch
 from tiny_models import tiny_model
 
 from model_inspector import ModelInspector
-from model_inspector.batching import plan_batches, prompt_seed
+from model_inspector.run.batching import plan_batches, prompt_seed
 from model_inspector.reference import reference_profile
 
 PROMPTS = ["Hello world", "A much longer prompt, with padding.", "x", "Once upon a time"]
@@ -189,12 +189,11 @@ def test_empty_prompt_is_bos(mi, tok):
 
 
 def test_batch_order_flag_offers_the_library_orders():
-    import argparse
+    from model_inspector.options import ArgumentParser, add_flags, option
+    from model_inspector.run.batching import BATCH_ORDERS
 
-    from model_inspector.batching import BATCH_ORDERS
-    from model_inspector.cli import add_batch_order_arg
-
-    p = argparse.ArgumentParser()
-    add_batch_order_arg(p)
+    p = ArgumentParser()
+    add_flags(p, ["batch_order"])
     action = next(a for a in p._actions if a.dest == "batch_order")
-    assert tuple(action.choices) == BATCH_ORDERS and action.default == BATCH_ORDERS[0]
+    assert tuple(option("batch_order").constraint.choices) == BATCH_ORDERS and action.default == BATCH_ORDERS[0]
+    assert action.metavar == "{length,given}"

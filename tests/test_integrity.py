@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 from helpers import run_script, same_results
 
-from model_inspector.experiment import RunConfig, merge_shards, run_profiling, shard_path
-from model_inspector.identity import IdentityMismatch
-from model_inspector.storage import PartsStore, load_results
-from model_inspector.tasks import tinystories_samples
+from model_inspector.run.config import RunConfig
+from model_inspector.run.loop import run_profiling
+from model_inspector.run.output import merge_shards, shard_path
+from model_inspector.run.config import IdentityMismatch
+from model_inspector.results import load_results
+from model_inspector.storage import PartsStore
+from model_inspector.experiments.tinystories import tinystories_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 STORIES = ["Tom had a red ball. He liked to play with it every day.", "Sue saw a cat. The cat was big and soft.",
@@ -181,7 +184,7 @@ def _umask():
 
 
 def test_a_cut_merge_is_finished_by_a_single_process_resume(tiny_dir, mi, tmp_path):
-    from model_inspector.distributed import run_distributed
+    from model_inspector.run.distributed import run_distributed
 
     full = run_profiling(_samples(), _cfg(tiny_dir), tmp_path / "full.pkl", load_inspector=lambda: mi, progress=False)
     out = tmp_path / "dp.pkl"
@@ -273,7 +276,8 @@ def _mmlu_row(**kw):
     ({"choices": ["a", "b", "c", 4]}, "choices must be 4 strings"),
 ])
 def test_bad_mmlu_rows_name_file_and_line(bad, msg, tmp_path):
-    from model_inspector.data import DataError, load_mmlu
+    from model_inspector.experiments.mmlu import load_mmlu
+    from model_inspector.readers import DataError
 
     f = tmp_path / "m.jsonl"
     f.write_text("\n".join(json.dumps(r) for r in [_mmlu_row(), _mmlu_row(**bad), _mmlu_row(**bad)]) + "\n")
@@ -288,7 +292,7 @@ def test_bad_mmlu_rows_name_file_and_line(bad, msg, tmp_path):
 def test_mmlu_letters_and_csv(tmp_path):
     import pandas as pd
 
-    from model_inspector.data import load_mmlu
+    from model_inspector.experiments.mmlu import load_mmlu
 
     f = tmp_path / "m.jsonl"
     f.write_text(json.dumps(_mmlu_row(answer="B")) + "\n")
@@ -334,7 +338,7 @@ def test_local_folder_wins_over_an_alias(tmp_path, tiny_dir, capsys):
 def test_npz_suffix_and_foreign_pickles(tmp_path, capsys):
     import pickle
 
-    from model_inspector.storage import save_npz
+    from model_inspector.results.layouts import save_npz
 
     data = {"entropy": [np.ones((2, 3), np.float32)], "text": ["x"], "metadata": {"format": "entropy-lens-results"}}
     save_npz(tmp_path / "a.NPZ", data)

@@ -7,7 +7,7 @@ from tiny_models import ARCHS, tiny_model
 from torch import nn
 
 from model_inspector import LensResolutionError, LogitLens, ModelInspector
-from model_inspector.lens import find_blocks
+from model_inspector.architecture import find_blocks
 
 PROMPTS = ["Hello world", "A longer prompt, with padding."]
 

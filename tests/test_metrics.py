@@ -12,9 +12,8 @@ from model_inspector.metrics import (
     parse_metric,
     parse_metrics,
     top_k_from_chunks,
-    window_bounds,
-    window_mean,
 )
+from model_inspector.profiling import window_bounds, window_mean
 
 ALL = ["shannon", "renyi:0", "renyi:0.5", "renyi:2", "renyi:5", "renyi:inf", "moment:2", "moment:3",
        "entropy_thresholded", "moment_thresholded:2", "kl_final"]

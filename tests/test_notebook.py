@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_inspector.family import align_profiles, embed, resample_depth, separation_score
+from model_inspector.evaluation import separation_score
+from model_inspector.family import align_profiles, embed, resample_depth
 
 ROOT = Path(__file__).resolve().parents[1]
 

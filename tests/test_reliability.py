@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model_inspector.metrics import metrics_from_logits
-from model_inspector.storage import PartsStore, load_results
+from model_inspector.results import load_results
+from model_inspector.storage import PartsStore
 
 ROOT = Path(__file__).resolve().parents[1]
 STORIES = ["Tom had a red ball. He liked to play with it every day in the park.",
@@ -115,7 +116,7 @@ def test_prompt_longer_than_context_is_skipped(tmp_path, stories_file):
     assert proc.returncode == 0, proc.stderr
     data = load_results(tmp_path / "short-ctx_tinystories_1.pkl")
     skipped = data["metadata"]["n_skipped_context"]
-    from model_inspector.tasks import tinystories_samples
+    from model_inspector.experiments.tinystories import tinystories_samples
 
     too_long = sum(len(s.text) + 4 > 110 for s in tinystories_samples(STORIES[:1])[0])  # 1 char = 1 token
     assert 0 < too_long < 24 and skipped == too_long and len(data["entropy"]) == 24 - too_long

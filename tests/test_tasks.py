@@ -2,16 +2,9 @@
 
 import pytest
 
-from model_inspector.tasks import (
-    TS_TASKS,
-    extract_letter,
-    format_samples,
-    load_format_prompts,
-    mmlu_prompt,
-    mmlu_samples,
-    scramble_words,
-    tinystories_samples,
-)
+from model_inspector.experiments.formats import format_samples, load_format_prompts
+from model_inspector.experiments.mmlu import extract_letter, mmlu_prompt, mmlu_samples
+from model_inspector.experiments.tinystories import TS_TASKS, scramble_words, tinystories_samples
 
 
 def test_tinystories_prompts_and_labels():

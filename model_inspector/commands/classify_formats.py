@@ -12,28 +12,41 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from ..cli import positive_int
 from ..errors import UserError
+from ..options import ArgumentParser, Integer, ListOf, Option, Real, Text, add_flags, option, parse_checked
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-d", "--data", required=True, help="formats file from generate_format_dataset.py")
-    p.add_argument("-a", "--alphas", type=float, nargs="+", default=None, help="Rényi orders (default: all in the file)")
-    p.add_argument("-k", "--ks", type=positive_int, nargs="+", default=[3, 5, 7], help="neighbours (default: 3 5 7)")
-    p.add_argument("--folds", type=positive_int, default=10, help="CV folds (default: 10)")
-    p.add_argument("--test-size", dest="test_size", type=float, default=0.2, help="split report test share (default: 0.2)")
-    p.add_argument("--random-state", dest="random_state", type=int, default=42, help="CV and split seed (default: 42)")
-    p.add_argument("--json", default=None, help="write {alpha: {k: {cv_accuracy_mean, ...}}} here")
-    p.add_argument("--plots", default=None, help="folder for confusion matrices (default: OUT_DIR, else plots/ beside "
-                                                 "the data file)")
-    p.add_argument("--out_dir", default=None, help="folder for every output: confusion matrices and, with a relative "
-                                                   "--json, the summary (default: beside the data file)")
+#: this command's own options (``--folds`` and ``--out_dir`` are the shared ones of :mod:`model_inspector.options`)
+OPTIONS = (
+    Option("data", None, "formats file from generate_format_dataset.py", Text(none=False), group="classify",
+           aliases=("-d",)),
+    Option("alphas", None, "Rényi orders (default: all in the file)", ListOf(Real(min=0), none=True),
+           group="classify", aliases=("-a",), nargs="+"),
+    Option("ks", (3, 5, 7), "neighbours", ListOf(Integer(min=1)), group="classify", aliases=("-k",), nargs="+"),
+    Option("test_size", 0.2, "split report test share", Real(min=0, max=1, min_open=True, max_open=True), group="classify",
+           flag="--test-size"),
+    Option("random_state", 42, "CV and split seed", Integer(), group="classify", flag="--random-state"),
+    Option("json", None, "write {alpha: {k: {cv_accuracy_mean, ...}}} here", Text(), group="classify"),
+    Option("plots", None, "folder for confusion matrices (default: OUT_DIR, else plots/ beside the data file)", Text(),
+           group="classify"),
+)
+
+
+def build_parser():
+    p = ArgumentParser(description=__doc__)
+    add_flags(p, ["folds"], extra=OPTIONS)
+    add_flags(p, ["out_dir"], extra=())
     return p
+
+
+def parse_args(argv=None):
+    args = parse_checked(build_parser(), argv, [option("folds"), option("out_dir"), *OPTIONS])
+    if args.data is None:
+        raise UserError("-d/--data is required: the formats file from generate_format_dataset.py")
+    return args
 
 
 def plot_confusion(cm, labels, title, path):
@@ -48,16 +61,17 @@ def plot_confusion(cm, labels, title, path):
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     import numpy as np
 
     from ..evaluation import evaluate_knn, split_report
-    from ..experiment import preflight_output
-    from ..formats import read_formats_table
+    from ..storage import preflight_output
+    from ..errors import ResultsFileError
+    from ..results import Results
 
-    if not 0 < args.test_size < 1:
-        raise UserError(f"--test-size must be between 0 and 1 (got {args.test_size})")
-    df = read_formats_table(args.data)
+    if not Path(args.data).is_file():
+        raise ResultsFileError(f"formats file not found: {args.data} (create it with generate_format_dataset.py)")
+    df = Results.load(args.data).to_records()
     available = sorted(df["alpha"].unique())
     alphas = args.alphas or available
     missing = [a for a in alphas if not np.isclose(available, a).any()]

@@ -24,31 +24,33 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli import add_model_args, load_inspector, positive_int
+from ..cli import load_inspector
 from ..errors import UserError
+from ..options import ArgumentParser, Flag, Integer, Option, Text, add_flags, group, option, parse_checked
 
 OVERALL_COLUMNS = ["model_roc_auc", "baseline_roc_auc", "improvement", "p_value", "significant",
                    "model_auc_by_fold", "baseline_auc_by_fold", "correct"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+#: this command's own options (the shared ones are declared in :mod:`model_inspector.options`)
+OPTIONS = (
+    Option("bs", 8, "batch size when entropies are recomputed from raw activations", Integer(min=1), group="evaluate"),
+    Option("by_subject", False, "also evaluate each MMLU subject (k=25, distance weights)", Flag(), group="evaluate",
+           switch=True),
+    Option("model", None, "model for files with raw activations (default: the file's)", Text(), group="evaluate"),
+)
+SHARED = ["label", "num_windows", "metric", "k", "folds", "no_plot", "out_dir"] + [o.name for o in group("model")]
+
+
+def build_parser():
+    p = ArgumentParser(description=__doc__)
     p.add_argument("file", help="results file (.pkl from the experiment scripts, or .npz)")
-    p.add_argument("--bs", type=positive_int, default=8,
-                   help="batch size when entropies are recomputed from raw activations (default: 8)")
-    p.add_argument("--label", default="correct",
-                   help="what to predict: correct (MMLU), prompt (task class), or any per-sample key (default: correct)")
-    p.add_argument("--num_windows", type=positive_int, default=None,
-                   help="features: window means over generated tokens, flattened (default: the mean profile)")
-    p.add_argument("--metric", default="entropy", help="profile key to use as features (default: entropy)")
-    p.add_argument("--k", type=positive_int, default=29, help="neighbours (default: 29)")
-    p.add_argument("--folds", type=positive_int, default=10, help="CV folds (default: 10)")
-    p.add_argument("--by_subject", action="store_true", help="also evaluate each MMLU subject (k=25, distance weights)")
-    p.add_argument("--model", default=None, help="model for files with raw activations (default: the file's)")
-    p.add_argument("--no_plot", action="store_true", help="skip the profile plot")
-    p.add_argument("--out_dir", default=None, help="folder for the CSVs and the plot (default: beside FILE)")
-    add_model_args(p)
+    add_flags(p, SHARED, {"label": "correct"}, extra=OPTIONS)
     return p
+
+
+def parse_args(argv=None):
+    return parse_checked(build_parser(), argv, [option(n) for n in SHARED] + list(OPTIONS))
 
 
 def labels_of(data, label: str) -> np.ndarray:
@@ -67,7 +69,7 @@ def labels_of(data, label: str) -> np.ndarray:
 
 def ensure_entropy(data: dict, args) -> None:
     """Original-format files hold raw activations [T, L, d]: recompute Shannon entropies [T, L]."""
-    from ..storage import ResultsFileError
+    from ..errors import ResultsFileError
 
     if args.metric in data:
         return
@@ -130,12 +132,12 @@ def evaluate(data: dict, args) -> tuple:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     import pandas as pd
 
-    from ..experiment import preflight_output
+    from ..storage import preflight_output
     from ..results import Results
-    from ..storage import ResultsFileError
+    from ..errors import ResultsFileError
 
     src = Path(args.file)
     stem = str(Path(args.out_dir) / src.stem if args.out_dir else src.with_suffix(""))

@@ -5,7 +5,7 @@ Rank 0 holds the output's lock for the whole run (a second run on the same outpu
 every rank). Every process profiles the batches ``j`` with ``j % N == rank`` on its own device into
 its own sidecar (``NAME.shard{r}of{N}.pkl.parts/``; ``--resume`` works per shard); after a barrier,
 rank 0 merges the sidecars into the file one process would write (same order, same values for a
-fixed seed: per-batch seeds depend only on the seed and the batch's first index) and removes them.
+fixed seed: each sampled prompt draws from its own stream, seeded by the seed and its index) and removes them.
 A complete file is handed back on ``--resume`` only when its run identity matches. A single
 process needs no launcher; it finishes the merge of a data-parallel run that was cut short.
 """
@@ -15,9 +15,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import UserError
-from .experiment import merge_shards, preflight_output, run_profiling, shard_path, shard_stores
-from .storage import OutputLock, OutputLockedError, load_results
+from ..errors import UserError
+from ..results.layouts import read as read_results
+from ..storage import OutputLock, OutputLockedError, preflight_output
+from .loop import run_profiling
+from .output import merge_shards, shard_path, shard_stores
 
 __all__ = ["process_state", "run_distributed"]
 
@@ -89,7 +91,7 @@ def run_distributed(samples, cfg, out_path, *, load_inspector, resume=False, ove
         if out_path.exists() and not (resume or overwrite):
             raise FileExistsError(f"{out_path} exists; pass --resume to continue it or --overwrite to replace it")
         if out_path.exists() and resume:
-            done = load_results(out_path)
+            done = read_results(out_path)
             meta = done.get("metadata") or {}
             identity = cfg.identity(samples)
             identity.check(meta.get("identity"), out_path, partial=True)

@@ -1,137 +1,52 @@
-"""The profiling loop shared by the experiment scripts: identity, lock, batches, checkpoints, resume.
+"""The profiling loop: preflight, identity checks, lock, batches, checkpoints, resume.
 
-``run_profiling`` profiles a list of :class:`~model_inspector.tasks.Sample`:
+:func:`run_profiling` profiles a list of :class:`~model_inspector.experiments.Sample`:
 
-1. *preflight*, before any weights load: the output is not a folder and its folder is writable (a
-   probe write), an exclusive :class:`~model_inspector.storage.OutputLock` is taken, and the
-   :class:`~model_inspector.identity.RunIdentity` (resolved model and its fingerprint, dtype, device,
-   decoding, metrics, budget, data fingerprint) is compared with any existing file or sidecar;
-2. completed rows are appended every ``update_steps`` samples to the sidecar ``NAME.parts/``
-   (O(new rows) per checkpoint), and on SIGINT/SIGTERM the completed batches are saved first;
-3. the results file is written once, atomically, at the end (also on interrupt, as a partial
-   snapshot), and the sidecar removed.
+1. *preflight*, before any weights load: the output is not a folder and its folder is writable (a probe write), an
+   exclusive :class:`~model_inspector.storage.OutputLock` is taken, and the
+   :class:`~model_inspector.run.config.RunIdentity` (resolved model and its fingerprint, dtype, device, decoding,
+   metrics, budget, data fingerprint) is compared with any existing file or sidecar;
+2. completed rows are appended every ``update_steps`` samples to the sidecar ``NAME.parts/`` (O(new rows) per
+   checkpoint), and on SIGINT/SIGTERM the completed batches are saved first;
+3. the results file is written once, atomically, at the end (also on interrupt, as a partial snapshot), and the
+   sidecar removed (:mod:`.output`).
 
-``resume=True`` continues from the sidecar (or a partial file) and yields exactly the file an
-uninterrupted run with the same identity writes (per-batch seeds depend only on the seed and the
-batch's first index). Any ``OSError`` while writing becomes :class:`RunStorageError`, naming the
-path, with every completed checkpoint safe in the sidecar.
+``resume=True`` continues from the sidecar (or a partial file) and yields exactly the file an uninterrupted run with
+the same identity writes (each sampled prompt draws from its own stream seeded by the seed and its index). Any
+``OSError`` while writing becomes :class:`RunStorageError`, naming the path, with every completed checkpoint safe in
+the sidecar.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import os
 import platform
 import signal
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .batching import BATCH_ORDERS, plan_batches
-from .decoding import DecodeConfig
-from .errors import RunInterrupted, UserError
-from .identity import IdentityMismatch, RunIdentity, fingerprint_path, fingerprint_samples
-from .metrics import parse_metrics
-from .results import Results
-from .storage import (
-    FORMAT,
-    FORMAT_VERSION,
-    OutputLock,
-    PartsStore,
-    ResultsFileError,
-    in_sample_order,
-    load_results,
-    n_samples,
-    remove_stale_temporaries,
-)
-from .tasks import Sample
+from ..errors import RunInterrupted, UserError
+from ..results.layouts import read as read_results
+from ..results.schema import FORMAT, FORMAT_VERSION, in_sample_order, n_samples, profile_fields, token_strings
+from ..storage import OutputLock, PartsStore, preflight_output, remove_stale_temporaries
+from .batching import plan_batches
+from .config import IdentityMismatch, RunConfig, RunIdentity, fingerprint_path, model_label
+from .output import RunStorageError, write_results
 
-__all__ = ["RunConfig", "RunInterrupted", "RunStorageError", "run_profiling", "library_versions", "model_label",
-           "preflight_output", "merge_shards", "shard_path"]
+if TYPE_CHECKING:
+    from ..experiments.base import Sample
 
-
-class RunStorageError(OSError):
-    """Writing a run's output failed (disk full, permissions...); the message names the path and what is safe."""
-
-
-@dataclass
-class RunConfig:
-    """Everything that determines a run's numbers (compared on ``--resume``)."""
-
-    model: str
-    dataset: str
-    max_len: int
-    metrics: tuple = ("shannon",)
-    batch_size: int = 8
-    sample: bool = False
-    temperature: float = 1.0
-    seed: int = 0
-    chat_template: bool = False
-    prepend_bos: str = "auto"
-    extra: dict = field(default_factory=dict)
-    #: requested dtype name (``float32``...) and device type (``cpu``, ``cuda``...); ``None``: as loaded
-    dtype: str | None = None
-    device: str | None = None
-    #: the lens's vocabulary-chunk budget (MiB) and compile path: they change the summation order
-    budget_mb: float = 256
-    compile: bool = False
-    #: revision of a hub model (``None``: main)
-    revision: str | None = None
-    #: top lens tokens kept per generated token and layer (``top_ids`` / ``top_probs`` columns; 0: none)
-    keep_top_tokens: int = 0
-    #: which prompts share a batch (:data:`~model_inspector.batching.BATCH_ORDERS`): ``length`` batches
-    #: prompts of similar token length (less padding), ``given`` consecutive ones
-    batch_order: str = "length"
-
-    def __post_init__(self):
-        if not isinstance(self.max_len, int) or self.max_len < 1:
-            raise UserError(f"--max_len must be a positive integer (got {self.max_len})")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise UserError(f"--batch_size must be a positive integer (got {self.batch_size})")
-        if self.batch_order not in BATCH_ORDERS:
-            raise UserError(f"--batch_order must be one of {', '.join(BATCH_ORDERS)} (got {self.batch_order!r})")
-        self.metrics = parse_metrics(self.metrics)
-        self.decode  # validates the decoding settings once
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["metrics"] = [m.key for m in self.metrics]
-        return d
-
-    @property
-    def decode(self) -> DecodeConfig:
-        """The run's decoding, as one object (validated when the config is made)."""
-        return DecodeConfig(max_len=self.max_len, sample=self.sample, temperature=self.temperature, seed=self.seed,
-                            chat_template=self.chat_template, prepend_bos=self.prepend_bos,
-                            keep_top_tokens=self.keep_top_tokens)
-
-    def identity(self, samples: Sequence[Sample]) -> RunIdentity:
-        """The run identity known before loading: the model is resolved and fingerprinted from its
-        files where they exist (``None`` until then)."""
-        from . import loading as model_manager
-
-        ref, local = model_manager.model_source(self.model, self.revision)
-        return RunIdentity(
-            model=ref, model_fingerprint=fingerprint_path(local) if local is not None else None,
-            dtype=self.dtype, device=self.device, dataset=self.dataset, data_fingerprint=fingerprint_samples(samples),
-            n_samples=len(samples), max_len=self.max_len, metrics=tuple(m.key for m in self.metrics),
-            batch_size=self.batch_size, sample=self.sample, temperature=self.temperature if self.sample else None,
-            seed=self.seed, chat_template=self.chat_template, prepend_bos=self.prepend_bos,
-            budget_mb=float(self.budget_mb), compile=bool(self.compile), keep_top_tokens=int(self.keep_top_tokens),
-            batch_order=self.batch_order, extra=json.dumps(self.extra, sort_keys=True, default=str))
+__all__ = ["run_profiling", "RunStorageError", "library_versions", "loaded_identity"]
 
 
 def loaded_identity(identity: RunIdentity, cfg: RunConfig, mi) -> RunIdentity:
     """Fill the fields known once the model is loaded; a requested dtype/device that the loaded
     model does not have is an error."""
-    from . import loading as model_manager
-
     dtype = str(mi.dtype).replace("torch.", "")
     device = mi.device.type
     for name, want, got in (("dtype", cfg.dtype, dtype), ("device", cfg.device, device)):
@@ -139,7 +54,7 @@ def loaded_identity(identity: RunIdentity, cfg: RunConfig, mi) -> RunIdentity:
             raise IdentityMismatch(f"the model loaded as {name} {got}, not the requested {want}")
     fp = identity.model_fingerprint
     if fp is None:
-        _, local = model_manager.model_source(cfg.model, cfg.revision)
+        _, local = cfg.source()  # the files exist now (a converted GGUF, the hub's cache)
         fp = fingerprint_path(local) if local is not None else "(no local files)"
     return identity.with_loaded(dtype=dtype, device=device, model_fingerprint=fp)
 
@@ -150,62 +65,15 @@ def _torch_threads() -> int:
     return int(torch.get_num_threads())
 
 
-def preflight_output(path: str | Path) -> Path:
-    """Check, before any work, that ``path`` can be written: not a folder, its folder creatable and
-    writable (a probe file is written and removed). Raises :class:`RunStorageError` naming the path."""
-    p = Path(path)
-    if p.is_dir():
-        raise RunStorageError(f"the output {p} is a folder; give a file name (or another --results_dir)")
-    parent = p.parent
-    if parent.exists() and not parent.is_dir():
-        raise RunStorageError(f"the output folder {parent} is a file; pass a folder (--results_dir / --out / --out_dir)")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{p.name}.probe.", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise RunStorageError(f"cannot write in {parent} ({exc.strerror or exc}); choose a writable --results_dir "
-                              "/ --out, or fix its permissions") from None
-    return p
-
-
-def model_label(name: str) -> str:
-    """The model's name in file names and labels: the last path component."""
-    return Path(str(name).rstrip("/")).name
-
-
 def library_versions() -> dict:
     import sklearn
     import torch
     import transformers
 
-    from . import __version__
+    from .. import __version__
 
     return {"entropy_lens": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "numpy": np.__version__, "scikit-learn": sklearn.__version__, "python": platform.python_version()}
-
-
-def default_fields(profile, i: int) -> dict:
-    """Per-sample fields kept from row ``i`` of a Profile: every metric ``[T, L]``, tokens, text and,
-    when kept, the top lens tokens: ``top_ids`` int32 ``[T, L, K]`` and ``top_probs`` float16 ``[T, L, K]``."""
-    out = {k: v[i] for k, v in profile.metrics.items()}
-    out["tokens"] = profile.token_ids[i]
-    out["text"] = profile.texts[i]
-    if profile.top_ids is not None:
-        out["top_ids"] = profile.top_ids[i].astype(np.int32)
-        out["top_probs"] = np.exp(profile.top_logprobs[i]).astype(np.float16)
-    return out
-
-
-def token_strings(tokenizer, state: dict) -> dict:
-    """``{str(id): text}`` for every id in the ``tokens`` and ``top_ids`` columns (so that a reader
-    of the file, the explorer say, needs no tokenizer)."""
-    ids: set = set()
-    for key in ("tokens", "top_ids"):
-        for arr in state.get(key, []):
-            ids.update(int(t) for t in np.unique(arr) if t >= 0)
-    return {str(t): tokenizer.decode([t]) for t in sorted(ids)}
 
 
 @contextmanager
@@ -266,7 +134,7 @@ def _existing(out_path: Path, store: PartsStore, identity: RunIdentity, *, resum
     if out_path.exists():
         if not resume:
             raise FileExistsError(f"{out_path} exists; pass --resume to continue it or --overwrite to replace it")
-        state = load_results(out_path)  # either layout (see Results.to_pickle)
+        state = read_results(out_path)  # any layout (see results.layouts)
         meta = dict(state.pop("metadata", None) or {})
         identity.check(meta.get("identity"), out_path, partial=True)
         return state, meta
@@ -283,7 +151,7 @@ def run_profiling(
     resume: bool = False,
     overwrite: bool = False,
     label_fn: Callable[[Sample, dict], dict] | None = None,
-    fields_fn: Callable = default_fields,
+    fields_fn: Callable | None = None,
     save: Callable[[Path, dict], None] | None = None,
     metadata: dict | None = None,
     progress: bool = True,
@@ -297,6 +165,7 @@ def run_profiling(
     loaded model). ``label_fn(sample, fields)`` adds labels computed from the generation (e.g. MMLU
     ``correct``). ``shard=(rank, world)``: run only the batches ``j`` with ``j % world == rank``
     (data-parallel processes; each keeps its own sidecar, merged by :func:`merge_shards`).
+    ``fields_fn(profile, i)``: the per-sample fields of a profile row (default: :func:`profile_fields`).
     ``finalize=False`` leaves the rows in the sidecar (marked complete) instead of writing the
     file; ``save(path, state)`` overrides how it is written (default: :func:`write_results`, in the
     layout ``metadata["layout"]`` names). Returns the results dict."""
@@ -312,7 +181,8 @@ def run_profiling(
         remove_stale_temporaries(out_path)
         rows, old_meta = _existing(out_path, store, identity, resume=resume, overwrite=overwrite)
         return _run(samples, cfg, out_path, store, identity, rows, old_meta, load_inspector=load_inspector,
-                    update_steps=update_steps, label_fn=label_fn, fields_fn=fields_fn, save=save or write_results,
+                    update_steps=update_steps, label_fn=label_fn, fields_fn=fields_fn or profile_fields,
+                    save=save or write_results,
                     metadata=metadata, progress=progress, shard=shard, finalize=finalize)
 
 
@@ -325,7 +195,7 @@ def _run(samples, cfg, out_path, store, identity, rows, old_meta, *, load_inspec
     meta.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     rank, world = shard
     state = {**rows, "metadata": meta}
-    if old_meta.get("complete") and None not in identity.as_dict().values():
+    if old_meta.get("complete") and identity.complete:
         meta["identity"] = identity.as_dict()
         if finalize and store.exists():  # a finished sidecar whose final write was cut: finish it
             state = in_sample_order(state)
@@ -434,58 +304,3 @@ def _run(samples, cfg, out_path, store, identity, rows, old_meta, *, load_inspec
     return state
 
 
-def write_results(path: Path, state: dict) -> None:
-    """Write a run's state as its results file, in the layout its metadata names (see :class:`Results`)."""
-    Results.from_dict(state).to_pickle(path)
-
-
-def shard_path(out_path: str | Path, rank: int, world: int) -> Path:
-    """The file of process ``rank`` of ``world``: ``name.shard{rank}of{world}.ext`` beside ``out_path``."""
-    p = Path(out_path)
-    return p.with_name(f"{p.stem}.shard{rank}of{world}{p.suffix}")
-
-
-def shard_stores(out_path: str | Path) -> dict[int, list[PartsStore]]:
-    """The sidecars of data-parallel shards of ``out_path`` on disk, by number of processes."""
-    p = Path(out_path)
-    found: dict[int, list[PartsStore]] = {}
-    for d in sorted(p.parent.glob(f"{p.stem}.shard*of*{p.suffix}.parts")) if p.parent.is_dir() else []:
-        name = d.name[len(p.stem) + len(".shard"):-len(p.suffix + ".parts")]
-        rank, _, world = name.partition("of")
-        if rank.isdigit() and world.isdigit():
-            found.setdefault(int(world), []).append(PartsStore(shard_path(p, int(rank), int(world))))
-    return found
-
-
-def merge_shards(out_path: str | Path, world: int, *, save=None) -> dict:
-    """Join the sidecars of ``world`` shards, sort the rows into sample order (``sample_index``), write
-    ``out_path`` atomically and delete the sidecars. Each shard's rows are read once. The result
-    equals the file one process writes with the same settings (metadata aside). A merge cut short is
-    finished by the next ``--resume``."""
-    stores = [PartsStore(shard_path(out_path, r, world)) for r in range(world)]
-    missing = [str(s.dir) for s in stores if not s.exists()]
-    if missing:
-        raise ResultsFileError(f"cannot merge: shard(s) {', '.join(missing)} are missing; rerun with --resume")
-    metas = [s.read_meta() for s in stores]
-    incomplete = [str(s.dir) for s, m in zip(stores, metas) if not m.get("complete")]
-    if incomplete:
-        raise UserError(f"cannot merge: shard(s) {', '.join(incomplete)} are incomplete; rerun with --resume "
-                         f"with {world} processes")
-    ids = {json.dumps(m.get("identity"), sort_keys=True) for m in metas}
-    if len(ids) != 1:
-        raise IdentityMismatch(f"cannot merge {out_path}: its shards were made with other settings; --overwrite")
-    parts = [s.read_rows() for s in stores]
-    merged: dict = {k: [v for d in parts for v in d[k]] for k in parts[0]}
-    if "sample_index" not in merged:
-        raise ResultsFileError(f"cannot merge {out_path}: its shards were written by an older entropy-lens (no "
-                               "sample_index); --overwrite")
-    meta = dict(metas[0])
-    meta["token_strings"] = {k: v for m in metas for k, v in (m.get("token_strings") or {}).items()}
-    meta.update({"shard": [0, 1], "n_processes": world, "complete": True,
-                 "elapsed_s": max(m.get("elapsed_s", 0) for m in metas)})
-    merged["metadata"] = meta
-    merged = in_sample_order(merged)
-    (save or write_results)(out_path, merged)
-    for s in stores:
-        s.remove()
-    return merged

@@ -1,9 +1,10 @@
-"""A typed results container: per-sample columns plus metadata, with one home for reading and writing.
+"""Results: per-sample columns plus metadata, the schema they follow and every layout they are stored in.
 
-:class:`Results` wraps the results dict the paper's code reads (every key but ``metadata`` a list
-with one entry per sample). It knows its sample count, its metric columns and its labels, and writes
-itself as the paper's pickle, as a pickle-free ``.npz`` or as a pandas DataFrame, so that callers
-never filter the ``metadata`` key by hand.
+:class:`Results` wraps the results dict the paper's code reads (every key but ``metadata`` a list with one entry per
+sample). It knows its sample count, its metric columns and its labels, and reads and writes every layout
+(:mod:`.layouts`: the paper's dict pickle, a pickle-free ``.npz``, the format experiment's DataFrame of records, an
+unfinished run's sidecar), so that callers never filter the ``metadata`` key by hand. :mod:`.schema` declares the
+columns and metadata keys.
 """
 
 from __future__ import annotations
@@ -13,17 +14,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
+from . import layouts
+from .schema import FORMAT, FORMAT_VERSION, is_profile
 
-__all__ = ["Results"]
+__all__ = ["Results", "FORMAT", "FORMAT_VERSION", "load_results", "save_results"]
 
 
 @dataclass
 class Results:
     """Columns ``{key: list}`` (one entry per sample, in order) and ``metadata`` (a dict).
 
-    Profile columns hold float32 ``[T, L]`` arrays (generated token x layer; entropies in nats);
-    ``tokens`` int64 ``[T]``; labels are strings or numbers."""
+    Profile columns hold float32 ``[token, layer]`` arrays (entropies in nats; ``[window, layer]`` in format
+    files); ``tokens`` int64 ``[token]``; labels are strings or numbers."""
 
     columns: dict = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
@@ -40,12 +43,9 @@ class Results:
         return cls({k: list(v) for k, v in data.items() if k != "metadata"}, dict(data.get("metadata") or {}))
 
     @classmethod
-    def load(cls, path: str | Path) -> "Results":
-        """Read a results file (``.pkl``, ``.npz``, an unfinished run's sidecar, or the output-format
-        experiment's DataFrame of records); see :func:`model_inspector.storage.load_results`."""
-        from .storage import load_results
-
-        return cls.from_dict(load_results(path))
+    def load(cls, path: str | Path, *, trust: bool = False) -> "Results":
+        """Read a results file in any layout (see :mod:`.layouts`)."""
+        return cls.from_dict(layouts.read(path, trust=trust))
 
     # ----------------------------------------------------------------- views
     def __len__(self) -> int:
@@ -70,8 +70,8 @@ class Results:
 
     @property
     def metric_keys(self) -> list[str]:
-        """Columns of ``[T, L]`` profiles (``entropy``, ``renyi_0.5``...)."""
-        return [k for k, v in self.columns.items() if v and isinstance(v[0], np.ndarray) and v[0].ndim == 2]
+        """Columns of ``[token, layer]`` profiles (``entropy``, ``renyi_0.5``...)."""
+        return [k for k, v in self.columns.items() if v and is_profile(np.asarray(v[0]))]
 
     @property
     def label_keys(self) -> list[str]:
@@ -79,17 +79,10 @@ class Results:
         return [k for k, v in self.columns.items() if v and isinstance(v[0], (str, int, float, np.integer, np.floating))]
 
     def profiles(self, key: str = "entropy") -> np.ndarray:
-        """The ``key`` column stacked: ``[sample, T, L]`` (float32)."""
+        """The ``key`` column stacked: ``[sample, token, layer]`` (float32)."""
         if key not in self.columns:
             raise UserError(f"no {key!r} profiles; this file has {', '.join(self.metric_keys) or 'none'}")
         return np.stack([np.asarray(v, dtype=np.float32) for v in self.columns[key]])
-
-    def append(self, rows: dict) -> None:
-        """Add rows ``{key: list}`` (same keys as the existing columns, once there are any)."""
-        if self.columns and set(rows) != set(self.columns):
-            raise ValueError(f"rows have keys {sorted(rows)}, the results {sorted(self.columns)}")
-        for k, v in rows.items():
-            self.columns.setdefault(k, []).extend(v)
 
     # ----------------------------------------------------------------- output
     def to_dict(self) -> dict:
@@ -99,22 +92,20 @@ class Results:
     def to_pickle(self, path: str | Path) -> None:
         """Write atomically in the file's layout: the paper's dict, or, when ``metadata["layout"]`` is
         ``"format_records"`` (the output-format experiment), the paper's DataFrame of records."""
-        from .storage import save_results
+        layouts.write(path, self.to_dict())
 
-        if self.metadata.get("layout") == "format_records":
-            from .formats import save_formats
-
-            save_formats(path, self.to_dict())
-        else:
-            save_results(path, self.to_dict())
+    def to_records(self):
+        """The format experiment's DataFrame of records (one row per sample and Rényi order in
+        ``metadata["alphas"]``; see :mod:`.layouts`)."""
+        if not self.metadata.get("alphas"):
+            raise UserError("these results hold no Rényi orders (metadata 'alphas'): not a formats file")
+        return layouts.records_from_state(self.to_dict())
 
     def to_npz(self, path: str | Path) -> None:
-        from .storage import save_npz
-
-        save_npz(path, self.to_dict())
+        layouts.save_npz(path, self.to_dict())
 
     def to_pandas(self):
-        """One row per sample: label columns as they are, profile columns as ``[T, L]`` arrays;
+        """One row per sample: label columns as they are, profile columns as ``[token, layer]`` arrays;
         ``DataFrame.attrs["metadata"]`` holds the metadata."""
         import pandas as pd
 
@@ -124,8 +115,19 @@ class Results:
 
     def __repr__(self) -> str:
         shape = ""
-        if "entropy" in self.columns and self.columns["entropy"]:
-            shape = f", profiles [T, L] = {tuple(np.shape(self.columns['entropy'][0]))}"
-        model = self.metadata.get("identity", {}).get("model") or self.metadata.get("model_id", "?")
-        return (f"Results({len(self)} samples, model {model}, metrics {self.metric_keys}{shape}, "
+        keys = self.metric_keys
+        if keys:
+            shape = f", profiles [token, layer] = {tuple(np.shape(self.columns[keys[0]][0]))}"
+        model = (self.metadata.get("identity") or {}).get("model") or self.metadata.get("model_id", "?")
+        return (f"Results({len(self)} samples, model {model}, metrics {keys}{shape}, "
                 f"labels {self.label_keys}, complete={self.metadata.get('complete')})")
+
+
+def load_results(path: str | Path, *, trust: bool = False) -> dict:
+    """A results file as the paper's dict (any layout; see :mod:`.layouts`)."""
+    return layouts.read(path, trust=trust)
+
+
+def save_results(path: str | Path, data: dict) -> None:
+    """Write the paper's dict ``data`` atomically in its layout (``.npz`` by suffix)."""
+    layouts.write(path, data)

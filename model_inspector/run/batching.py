@@ -13,13 +13,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
+from ..options import option
 
 __all__ = ["BATCH_ORDERS", "BUCKET_WINDOW", "plan_batches", "prompt_seed"]
 
 #: ``length``: prompts of similar token length share a batch (less padding; the default);
-#: ``given``: consecutive prompts share a batch (the earlier behaviour)
-BATCH_ORDERS = ("length", "given")
+#: ``given``: consecutive prompts share a batch (the earlier behaviour). Declared with the ``batch_order`` option.
+BATCH_ORDERS = option("batch_order").constraint.choices
 #: ``length`` order sorts within windows of this many consecutive batches (so a partial run still
 #: covers the data in order, window by window)
 BUCKET_WINDOW = 16

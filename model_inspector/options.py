@@ -1,0 +1,512 @@
+"""Every option, declared once (after scikit-learn's ``_parameter_constraints``).
+
+An :class:`Option` states a setting's name, default, allowed values (a :class:`Constraint`), help text and whether
+it belongs to the run identity (it changes a results file's numbers). Everything else is derived from the
+declarations:
+
+* the command-line flags (:func:`add_flags`), with the defaults of the command that uses them;
+* validation (:func:`validate`), the one place a bad value is refused, as one line naming the flag;
+* :class:`Settings` objects: :class:`~model_inspector.decoding.DecodeConfig` holds the ``decode`` group,
+  :class:`~model_inspector.run.config.RunConfig` every identity option, and the run identity is built from the
+  options marked ``identity``.
+
+Adding a setting that changes the numbers is one :func:`register_option` call (or one entry below): its flag, its
+check, its place in the configs and in every results file's identity follow. Experiments declare their own options
+the same way (:mod:`model_inspector.experiments`).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from .errors import UserError
+
+__all__ = ["Option", "Constraint", "Integer", "Real", "OneOf", "Flag", "Text", "ListOf", "Metrics", "REGISTRY",
+           "register_option", "unregister_option", "option", "identity_options", "group", "validate", "check_value",
+           "add_flags", "values_from_args", "parse_checked", "Settings", "MISSING", "ArgumentParser"]
+
+MISSING = object()
+
+
+# ------------------------------------------------------------------------------------------------- constraints
+class Constraint:
+    """What values an option admits. ``check(value)`` returns ``None`` or what the value should be (``"a positive
+    integer"``); ``convert(text)`` turns a command-line string into a value (raising ``ValueError``)."""
+
+    def check(self, value) -> str | None:
+        return None
+
+    def convert(self, text: str):
+        return text
+
+    def normalize(self, value):
+        """The canonical form of an accepted value (a tuple for a list, parsed metrics...)."""
+        return value
+
+    metavar: str | None = None
+
+
+def _whole(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class Integer(Constraint):
+    min: int | None = None
+    max: int | None = None
+    none: bool = False
+
+    def describe(self) -> str:
+        if self.min == 1 and self.max is None:
+            return "a positive integer"
+        if self.min == 0 and self.max is None:
+            return "an integer >= 0"
+        if self.min is not None and self.max is not None:
+            return f"an integer from {self.min} to {self.max}"
+        return "an integer" + (f" >= {self.min}" if self.min is not None else "") + (
+            f" <= {self.max}" if self.max is not None else "")
+
+    def check(self, value):
+        if value is None and self.none:
+            return None
+        if not _whole(value) or (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
+            return self.describe()
+        return None
+
+    def convert(self, text):
+        return int(text)
+
+
+@dataclass(frozen=True)
+class Real(Constraint):
+    min: float | None = None
+    max: float | None = None
+    min_open: bool = False
+    max_open: bool = False
+    none: bool = False
+    finite: bool = True
+
+    def bounds(self) -> str:
+        parts = []
+        if self.min is not None:
+            parts.append(f"{'>' if self.min_open else '>='} {self.min:g}")
+        if self.max is not None:
+            parts.append(f"{'<' if self.max_open else '<='} {self.max:g}")
+        return " and ".join(parts)
+
+    def describe(self) -> str:
+        return "a number" + (" " + self.bounds() if self.bounds() else "")
+
+    def check(self, value):
+        if value is None and self.none:
+            return None
+        if not isinstance(value, numbers.Real) or isinstance(value, bool) or math.isnan(value) or (
+                self.finite and math.isinf(value)):
+            return self.describe()
+        if self.min is not None and (value <= self.min if self.min_open else value < self.min):
+            return self.describe()
+        if self.max is not None and (value >= self.max if self.max_open else value > self.max):
+            return self.describe()
+        return None
+
+    def convert(self, text):
+        return float(text)
+
+    def normalize(self, value):
+        return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class OneOf(Constraint):
+    choices: tuple
+    none: bool = False
+
+    def describe(self) -> str:
+        return f"one of {', '.join(map(str, self.choices))}"
+
+    def check(self, value):
+        if value is None and self.none:
+            return None
+        return None if value in self.choices else self.describe()
+
+    @property
+    def metavar(self):
+        return "{" + ",".join(map(str, self.choices)) + "}"
+
+
+@dataclass(frozen=True)
+class Flag(Constraint):
+    """A boolean (a switch on the command line)."""
+
+    def check(self, value):
+        return None if isinstance(value, bool) else "True or False"
+
+
+@dataclass(frozen=True)
+class Text(Constraint):
+    none: bool = True
+    nonempty: bool = True
+
+    def check(self, value):
+        if value is None and self.none:
+            return None
+        if not isinstance(value, str) or (self.nonempty and not value.strip()):
+            return "a non-empty string"
+        return None
+
+
+@dataclass(frozen=True)
+class ListOf(Constraint):
+    """A list (``nargs``) of values of ``item``; ``min_len`` entries at least; ``none``: may be absent."""
+
+    item: Constraint = field(default_factory=Text)
+    min_len: int = 1
+    none: bool = False
+
+    def check(self, value):
+        if value is None and self.none:
+            return None
+        if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+            return f"a list of {self._item()}"
+        value = list(value)
+        if len(value) < self.min_len:
+            return f"a list of at least {self.min_len} values"
+        for v in value:
+            problem = self.item.check(v)
+            if problem:
+                bounds = getattr(self.item, "bounds", lambda: "")()
+                return f"{bounds} for every value" if bounds else f"a list of {self._item()} (not {v!r})"
+        return None
+
+    def _item(self) -> str:
+        return getattr(self.item, "describe", lambda: "values")().replace("a ", "", 1).replace("an ", "", 1) + "s"
+
+    def convert(self, text):
+        return self.item.convert(text)
+
+    def normalize(self, value):
+        return None if value is None else tuple(self.item.normalize(v) for v in value)
+
+
+@dataclass(frozen=True)
+class Metrics(Constraint):
+    """Metric specs (``shannon``, ``renyi:0.5``...), parsed by the metric registry into a tuple of ``Metric``."""
+
+    def check(self, value):
+        from .metrics import parse_metrics
+
+        try:
+            parse_metrics(value)
+        except UserError as exc:
+            return f"valid metrics ({exc})"
+        return None
+
+    def normalize(self, value):
+        from .metrics import parse_metrics
+
+        return parse_metrics(value)
+
+
+# ------------------------------------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class Option:
+    """One setting, declared once.
+
+    * ``name``: the Python name and, unless ``flag`` says otherwise, the flag ``--name``;
+    * ``default``: the library's default (a command or an experiment may use another one, see :func:`add_flags`);
+    * ``constraint``: the values it admits (:class:`Integer`, :class:`Real`, :class:`OneOf`, :class:`Flag`...);
+    * ``group``: ``decode`` (a field of ``DecodeConfig``), ``run``, ``model``, ``data``, ``output``, ``analysis`` or
+      an experiment's name; ``identity``: part of ``RunConfig`` and of every results file's identity;
+    * ``flag``: the flag's name (``None``: no flag), ``aliases`` (``-d``), ``switch``: a ``store_true`` flag,
+      ``inverse``: a ``store_false`` flag (``--greedy`` sets ``sample`` to False);
+    * ``to_identity(value, values)``: the value recorded in the identity (``temperature`` is ``None`` when greedy);
+      ``legacy``: the value implied by files written before the option existed (``MISSING``: none, such a file
+      differs).
+    """
+
+    name: str
+    default: object
+    help: str
+    constraint: Constraint = field(default_factory=Constraint)
+    group: str = "run"
+    identity: bool = False
+    flag: str | None = ""
+    aliases: tuple = ()
+    switch: bool = False
+    inverse: bool = False
+    nargs: str | None = None
+    metavar: str | None = None
+    to_identity: Callable | None = None
+    legacy: object = MISSING
+
+    @property
+    def flag_name(self) -> str | None:
+        if self.flag is None:
+            return None
+        return self.flag or f"--{self.name}"
+
+    def identity_value(self, values: dict):
+        v = values[self.name]
+        if self.to_identity is not None:
+            return self.to_identity(v, values)
+        if isinstance(v, tuple):
+            return [getattr(x, "key", x) for x in v]
+        return v
+
+
+#: name -> :class:`Option`, in declaration order
+REGISTRY: dict[str, Option] = {}
+
+
+def register_option(opt: Option) -> Option:
+    """Add (or replace) an option; with ``identity=True`` it becomes part of ``RunConfig`` and of the identity of
+    every run made afterwards (files that do not record it differ, unless ``legacy`` says what they implied)."""
+    REGISTRY[opt.name] = opt
+    return opt
+
+
+def unregister_option(name: str) -> None:
+    REGISTRY.pop(name, None)
+
+
+def option(name: str) -> Option:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise UserError(f"unknown option {name!r}") from None
+
+
+def group(*names: str) -> list[Option]:
+    """The options of these groups, in declaration order."""
+    return [o for o in REGISTRY.values() if o.group in names]
+
+
+def identity_options() -> list[Option]:
+    return [o for o in REGISTRY.values() if o.identity]
+
+
+def check_value(opt: Option, value):
+    """``value`` in canonical form, or :class:`UserError`: ``--name must be <what> (got <value>)``."""
+    problem = opt.constraint.check(value)
+    if problem:
+        where = opt.flag_name or opt.name
+        shown = f"{type(value).__name__} {value!r}" if isinstance(value, bool) and problem != "True or False" else repr(value)
+        if isinstance(opt.constraint, OneOf):
+            raise UserError(f"{where} must be one of {', '.join(map(str, opt.constraint.choices))} (invalid choice: "
+                            f"{value!r})")
+        raise UserError(f"{where} must be {problem} (got {shown})")
+    return opt.constraint.normalize(value)
+
+
+def validate(values: dict, options: Iterable[Option]) -> dict:
+    """Check and normalise ``values`` (a dict with an entry per option, defaults filled in): the one place a bad
+    value is refused."""
+    out = dict(values)
+    for opt in options:
+        out[opt.name] = check_value(opt, values[opt.name])
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- the flags
+class ArgumentParser:
+    """``argparse.ArgumentParser`` whose usage errors are one line (``error: ... (see --help)``), like every other
+    mistake the commands report."""
+
+    def __new__(cls, *args, **kwargs):
+        import argparse
+
+        class _Parser(argparse.ArgumentParser):
+            def error(self, message):
+                self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        return _Parser(*args, **kwargs)
+
+
+def _default_text(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value)) if value else "none"
+    return "none" if value is None else str(value)
+
+
+def add_flags(parser, names: Iterable[str], defaults: dict | None = None, extra: Iterable[Option] = ()) -> None:
+    """Add the flags of the options ``names`` (registered) and ``extra`` (an experiment's own) to ``parser``, with
+    the command's ``defaults`` where they differ from the library's. Values are typed here but checked by
+    :func:`validate` (one line per mistake)."""
+    defaults = defaults or {}
+    opts = [option(n) for n in names] + list(extra)
+    for opt in opts:
+        if opt.flag_name is None:
+            continue
+        default = defaults.get(opt.name, opt.default)
+        flags = [opt.flag_name, *opt.aliases]
+        if opt.switch or opt.inverse:
+            parser.add_argument(*flags, dest=opt.name, action="store_false" if opt.inverse else "store_true",
+                                default=default, help=opt.help.replace("%", "%%"))
+            continue
+
+        def convert(text, c=opt.constraint, o=opt):
+            import argparse
+
+            try:
+                return c.convert(text)
+            except (TypeError, ValueError):
+                what = c.describe() if hasattr(c, "describe") else "a valid value"
+                raise argparse.ArgumentTypeError(f"must be {what} (got {text!r})") from None
+
+        shown = f" (default: {_default_text(default)})" if "(default" not in opt.help else ""
+        parser.add_argument(*flags, dest=opt.name, type=convert, default=default, nargs=opt.nargs,
+                            metavar=opt.metavar or opt.constraint.metavar, help=(opt.help + shown).replace("%", "%%"))
+
+
+def values_from_args(args, names: Iterable[str]) -> dict:
+    """``{name: value}`` of the parsed ``args`` for the options ``names`` (those without a flag are left out)."""
+    return {n: getattr(args, n) for n in names if hasattr(args, n)}
+
+
+def parse_checked(parser, argv, options: Iterable[Option]):
+    """``parser.parse_args(argv)`` with the values of ``options`` checked and normalised (:func:`validate`)."""
+    args = parser.parse_args(argv)
+    opts = [o for o in options if hasattr(args, o.name)]
+    for name, value in validate({o.name: getattr(args, o.name) for o in opts}, opts).items():
+        setattr(args, name, value)
+    return args
+
+
+# ------------------------------------------------------------------------------------------------- settings
+class Settings:
+    """Validated option values carried as one object (immutable): ``cfg.max_len``, ``cfg.replace(seed=1)``,
+    ``cfg.as_dict()``. Subclasses say which options they hold (``_groups``, ``_identity``) and which plain
+    fields (``_fields``: name -> default) come beside them."""
+
+    _groups: tuple = ()
+    _identity: bool = False
+    _fields: dict = {}
+
+    @classmethod
+    def options(cls) -> list[Option]:
+        return [o for o in REGISTRY.values() if o.group in cls._groups or (cls._identity and o.identity)]
+
+    def __init__(self, **values):
+        opts = {o.name: o for o in self.options()}
+        unknown = set(values) - set(opts) - set(self._fields)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unknown setting(s) {', '.join(sorted(unknown))}; it takes "
+                            f"{', '.join([*self._fields, *opts])}")
+        merged = {**{k: v for k, v in self._fields.items()}, **{n: o.default for n, o in opts.items()}, **values}
+        merged = validate(merged, opts.values())
+        object.__setattr__(self, "_values", merged)
+        self._check()
+
+    def _check(self) -> None:
+        """Checks that involve several values (subclasses)."""
+
+    def __getattr__(self, name):
+        values = self.__dict__.get("_values", {})
+        if name in values:
+            return values[name]
+        raise AttributeError(f"{type(self).__name__} has no setting {name!r}")
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"{type(self).__name__} is immutable; use .replace({name}=...)")
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other._values == self._values
+
+    def __hash__(self):
+        return hash((type(self), repr(self)))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self._values.items())})"
+
+    def replace(self, **changes):
+        """A copy with ``changes`` (validated again)."""
+        return type(self)(**{**self.raw(), **changes})
+
+    def raw(self) -> dict:
+        """The values as held (parsed metrics included: they can be passed again)."""
+        return dict(self._values)
+
+    def as_dict(self) -> dict:
+        """JSON-ready values (metrics as their keys)."""
+        out = {}
+        for k, v in self._values.items():
+            out[k] = [getattr(x, "key", x) for x in v] if isinstance(v, tuple) else v
+        return out
+
+
+# ------------------------------------------------------------------------------------------------- declarations
+def _greedy_none(value, values):
+    return value if values.get("sample") else None
+
+
+_BOOL = Flag()
+for _opt in (
+    # --- decoding (DecodeConfig)
+    Option("max_len", 32, "generated tokens per prompt", Integer(min=1), group="decode", identity=True),
+    Option("sample", False, "greedy decoding instead of sampling", _BOOL, group="decode", identity=True,
+           flag="--greedy", inverse=True),
+    Option("temperature", 1.0, "sampling temperature", Real(min=0, min_open=True), group="decode", identity=True,
+           to_identity=_greedy_none),
+    Option("seed", None, "seed of sampling, scrambling and subsampling", Integer(none=True), group="decode",
+           identity=True),
+    Option("stop_at_eos", False, "stop a row at EOS (later positions NaN)", _BOOL, group="decode", identity=True,
+           flag=None, legacy=False),
+    Option("chat_template", False, "wrap each prompt in the tokenizer's chat template (the paper fed raw text: "
+           "default off)", _BOOL, group="decode", identity=True, switch=True),
+    Option("prepend_bos", "auto", "BOS token before each prompt: auto = what TransformerLens (the original's tooling) "
+           "did for the model family (yes for GPT-2, Llama, Gemma, OPT...; no for Qwen, GPT-NeoX/Pythia, Bloom)",
+           OneOf(("auto", "always", "never")), group="decode", identity=True),
+    Option("keep_top_tokens", 0, "keep the top K lens tokens and their probabilities per generated token and layer "
+           "(the explorer's grid; a few kB per sample; 0: none)", Integer(min=0), group="decode", identity=True,
+           metavar="K"),
+    # --- what a run computes and how (RunConfig, identity)
+    Option("metrics", ("shannon",), "metrics to keep, e.g. shannon renyi:0.5 renyi:5 moment:2 kl_final", Metrics(),
+           identity=True, nargs="+", metavar="METRIC"),
+    Option("batch_size", 8, "prompts per forward pass", Integer(min=1), identity=True),
+    Option("batch_order", "length", "which prompts share a batch: length = prompts of similar token length (less "
+           "padding; results come back in data order and sampled prompts draw from their own seeded streams, so only "
+           "speed changes), given = consecutive prompts", OneOf(("length", "given")), identity=True),
+    Option("budget_mb", 256.0, "memory budget of the lens's vocabulary chunks in MiB", Real(min=0, min_open=True),
+           group="model", identity=True, to_identity=lambda v, _: float(v)),
+    Option("compile", False, "fuse the lens's vocabulary reductions with torch.compile (3-7 % faster after a "
+           "compilation of about 30 s; less exact)", _BOOL, group="model", identity=True, switch=True),
+    # dtype and device: the flags take auto or a name; a RunConfig holds what they resolved to (float32, cpu...),
+    # or None for "as the model is loaded"
+    Option("dtype", None, "auto (bf16/fp16 on GPU, fp32 on CPU), float32, bfloat16, float16", Text(),
+           group="model", identity=True),
+    Option("device", None, "auto (cuda, mps, cpu), cpu, cuda, cuda:1...", Text(), group="model", identity=True),
+    # --- where and how the run goes (not in the identity)
+    Option("device_map", None, "shard the model over devices through accelerate, e.g. 'auto' or a JSON map "
+           "(default: one device)", Text(), group="model"),
+    Option("max_memory", None, "with --device_map: memory per device, e.g. 0=20GiB 1=20GiB cpu=64GiB",
+           ListOf(Text(), none=True), group="model", nargs="*", metavar="DEV=SIZE"),
+    Option("lens_spec", None, "the lens's parts for a model no rule covers: module:NAME or path/to/file.py:NAME naming a "
+           "LensSpec (imports that module: name only code you trust)", Text(), group="model", identity=True, legacy=None,
+           metavar="MODULE:NAME"),
+    Option("threads", None, "CPU threads (default: the cores this process may use less those busy now, at least 1; "
+           "OMP_NUM_THREADS wins)", Integer(min=1, none=True), group="model"),
+    Option("update_steps", 1000, "checkpoint the finished rows to the sidecar NAME.pkl.parts/ every this many samples",
+           Integer(min=1), group="output"),
+    Option("results_dir", "results", "output folder", Text(none=False), group="output"),
+    Option("resume", False, "continue an unfinished run (its sidecar NAME.pkl.parts/ or a partial file)", _BOOL,
+           group="output", switch=True),
+    Option("overwrite", False, "replace an existing results file", _BOOL, group="output", switch=True),
+    Option("no_progress", False, "no progress bar", _BOOL, group="output", switch=True),
+    Option("skip_bad_rows", False, "skip and count data rows that break the format rules instead of stopping at the "
+           "first", _BOOL, group="data", switch=True),
+    # --- evaluations of results files
+    Option("label", None, "what to predict: correct (MMLU), prompt (task class), or any per-sample key",
+           Text(), group="analysis"),
+    Option("metric", "entropy", "profile key to use as features", Text(none=False), group="analysis"),
+    Option("k", 29, "neighbours", Integer(min=1), group="analysis"),
+    Option("folds", 10, "CV folds", Integer(min=1), group="analysis"),
+    Option("num_windows", None, "features: window means over generated tokens, flattened (default: the mean profile)",
+           Integer(min=1, none=True), group="analysis"),
+    Option("out_dir", None, "folder for the outputs (default: beside FILE)", Text(), group="analysis"),
+    Option("no_plot", False, "skip the plot", _BOOL, group="analysis", switch=True),
+):
+    register_option(_opt)
