@@ -125,3 +125,9 @@ def main(argv=None) -> int:
         for p in save_figure(fig, f"{stem}_strategies_{tag}.png"):
             print(f"  wrote {p}")
     return 0
+
+
+if __name__ == "__main__":
+    from ..cli import run_main
+
+    run_main(main)
