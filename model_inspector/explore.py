@@ -5,7 +5,10 @@ page with the run summary (model, settings, counts, and the evaluation CSVs that
 the file), class-mean profiles against relative depth (±1 std band) for any metric in the file, a PCA and a
 t-SNE of the samples' mean profiles coloured by a label (hover: prompt, generated text, label; click: the
 sample), and the sample view: the step x layer grid coloured by the metric with the lens's top token in each
-cell (its probability on hover). A filter by label class and a search in the prompts narrow every view.
+cell (its probability on hover). A filter by label class and a search in the prompts narrow every view. The
+page colours by ``correct`` (MMLU), ``format`` (formats files) or the task class (TinyStories) first; formats
+files (window means ``[window, layer]``, no tokens) get windows for rows. The page itself (HTML, CSS, script)
+is :mod:`model_inspector.explore_page`.
 
 Results files are untrusted input, and the page never runs their content: all data travels as JSON inside a
 non-executable ``<script type="application/json">`` block with ``<``, ``>``, ``&``, U+2028 and U+2029 escaped,
@@ -207,7 +210,8 @@ class ExplorerData:
             scale = (hi - lo) / (_NAN16 - 1) or 1.0
             q = np.where(np.isfinite(x), np.round((np.nan_to_num(x, nan=lo) - lo) / scale), _NAN16).astype(np.uint16)
             metrics.append({"name": name, "definition": self.definitions.get(name, ""),
-                            "unit": _unit(self.definitions.get(name, "")), "lo": lo, "scale": scale, "data": _b64(q)})
+                            "unit": _unit(self.definitions.get(name, "")), "lo": lo, "hi": hi, "scale": scale,
+                            "data": _b64(q)})
         return {
             "summary": self.summary, "metrics": metrics, "N": n, "T": t, "L": layers,
             "labels": [{"name": k, "values": v} for k, v in self.labels.items()], "defaultLabel": self.default_label,
@@ -268,18 +272,20 @@ def _embeddings(mean: np.ndarray, seed: int) -> tuple[dict[str, np.ndarray], lis
     from .threads import default_threads
 
     n, layers = mean.shape
-    pca = PCA(n_components=min(2, n, layers), random_state=seed).fit(mean)
+    with warnings.catch_warnings():  # identical samples: no variance to explain
+        warnings.simplefilter("ignore", RuntimeWarning)
+        pca = PCA(n_components=min(2, n, layers), random_state=seed).fit(mean)
     pc = np.zeros((n, 2))
     pc[:, : pca.n_components_] = pca.transform(mean)
     emb = {}
-    if n >= 5:
+    if n >= 5 and np.ptp(mean, axis=0).max() > 0:  # identical points crash scikit-learn's Barnes-Hut t-SNE
         perp = min(30.0, max(2.0, (n - 1) / 3))
         # OpenMP threads spinning on busy cores: 66 s against 20 s with one thread for 2,400 samples on a loaded
         # 2-core machine (preliminary), so only the idle cores
         with threadpool_limits(default_threads(), user_api="openmp"):
             emb["t-SNE"] = TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed).fit_transform(mean)
     emb["PCA"] = pc
-    return emb, [float(v) for v in pca.explained_variance_ratio_] + [0.0] * (2 - pca.n_components_)
+    return emb, [float(v) for v in np.nan_to_num(pca.explained_variance_ratio_)] + [0.0] * (2 - pca.n_components_)
 
 
 def explorer_data(path: str | Path, *, metric: str | None = None, max_samples: int = MAX_SAMPLES,

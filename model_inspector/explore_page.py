@@ -46,7 +46,7 @@ text-overflow:ellipsis;position:sticky;left:0;background:#fff;z-index:1}
 .pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#f3f4f6;border-radius:4px;padding:6px;max-height:160px;overflow:auto;font-size:12px}
 .note{color:#5a6577;font-size:11px;margin:4px 0}
 table.kv{border-collapse:collapse}table.kv td{padding:1px 10px 1px 0;vertical-align:top;overflow-wrap:anywhere}
-table.kv td:first-child{color:#5a6577;white-space:nowrap}
+table.kv td:first-child{color:#5a6577;min-width:7em;max-width:16em}
 table.ev{border-collapse:collapse;font-size:11px;margin:2px 0 10px}
 table.ev td,table.ev th{border:1px solid #e2e6ea;padding:2px 5px;text-align:right;white-space:nowrap}
 table.ev th{background:#f3f4f6;position:sticky;top:0}.evbox{max-height:320px}
@@ -142,6 +142,8 @@ function nice(lo, hi, n) {
   return {lo: a * step, hi: b * step, step, ticks}; }
 function fmt(v, step) { const d = Math.max(0, -Math.floor(Math.log10(step) + 1e-9)); const s = v.toFixed(d);
   return /^-0(\.0*)?$/.test(s) ? s.slice(1) : s; }
+function fit(s, px) { s = String(s); if (measure(s) <= px) return s; let k = s.length;
+  while (k > 1 && measure(s.slice(0, k) + "…") > px) k--; return s.slice(0, k) + "…"; }
 function frame(W, H, xs, ys, xl, yl) {
   const xlab = xs.ticks.map(v => fmt(v, xs.step)), ylab = ys.ticks.map(v => fmt(v, ys.step));
   const left = 22 + Math.max(...ylab.map(measure)) + 6, right = Math.max(10, measure(xlab[xlab.length - 1]) / 2 + 4);
@@ -154,8 +156,8 @@ function frame(W, H, xs, ys, xl, yl) {
   xs.ticks.forEach((v, k) => { g.append(sv("line", {x1: X(v), x2: X(v), y1: top + ph, y2: top + ph + 4}),
     sv("text", {cls: "tick x", x: X(v), y: top + ph + 16, "text-anchor": "middle", text: xlab[k]})); });
   g.append(sv("line", {x1: left, x2: left + pw, y1: top + ph, y2: top + ph}), sv("line", {x1: left, x2: left, y1: top, y2: top + ph}),
-    sv("text", {x: left + pw / 2, y: H - 6, "text-anchor": "middle", text: xl}),
-    sv("text", {transform: "translate(13," + (top + ph / 2) + ") rotate(-90)", "text-anchor": "middle", text: yl}));
+    sv("text", {x: left + pw / 2, y: H - 6, "text-anchor": "middle"}, fit(xl, pw), sv("title", {text: xl})),
+    sv("text", {transform: "translate(13," + (top + ph / 2) + ") rotate(-90)", "text-anchor": "middle"}, fit(yl, ph), sv("title", {text: yl})));
   svg.append(g);
   return {svg, X, Y};
 }
@@ -251,7 +253,9 @@ function drawEmb() {
   const dot = (i, cls, fill) => sv("circle", {cls, "data-i": i, cx: f.X(pts[i][0]).toFixed(1), cy: f.Y(pts[i][1]).toFixed(1), r: 4, fill});
   let hidden = 0;
   for (let i = 0; i < N; i++) if (!vis[i]) { if (i !== state.sel) dots.append(dot(i, "pt dim", "#c3c9d2")); hidden++; }
-  for (let i = 0; i < N; i++) if (vis[i] && i !== state.sel) dots.append(dot(i, "pt", byClass ? colorOf(lab().of[i]) : GREY));
+  const size = counts(), order = [...Array(N).keys()].filter(i => vis[i] && i !== state.sel);
+  if (byClass) order.sort((a, b) => size.get(lab().of[b]) - size.get(lab().of[a]) || a - b);  // small classes on top
+  for (const i of order) dots.append(dot(i, "pt", byClass ? colorOf(lab().of[i]) : GREY));
   if (state.sel >= 0) dots.append(dot(state.sel, "pt sel" + (vis[state.sel] ? "" : " dim"), byClass ? colorOf(lab().of[state.sel]) : GREY));
   f.svg.append(dots); box.replaceChildren(f.svg);
   const items = byClass ? [...counts()].sort((a, b) => a[0] - b[0]).map(([k, n]) => swatch(colorOf(k), lab().classes[k] + " (n=" + n + ")"))
@@ -276,7 +280,7 @@ function colorbar(M, lo, hi) {
 }
 function openSample(i) {
   state.sel = i; drawEmb();
-  const M = METRICS[state.m], lo = M.lo, hi = M.lo + M.scale * (NONE - 1), span = (hi - lo) || 1;
+  const M = METRICS[state.m], lo = M.lo, hi = M.hi, span = (hi - lo) || 1;
   colorbar(M, lo, hi);
   const head1 = el("tr", {cls: "layer"}, el("th", {cls: "corner", text: "layer"})), head2 = el("tr", {cls: "depth"}, el("th", {cls: "corner", text: "depth"}));
   for (let l = 0; l < L; l++) { head1.append(el("th", {text: l + 1, title: "layer " + (l + 1) + " of " + L})); head2.append(el("th", {text: ((l + 1) / L).toFixed(2)})); }

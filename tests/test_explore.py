@@ -245,7 +245,7 @@ def mmlu_like(path: Path, n: int = 48, t: int = 4, layers: int = 6) -> None:
         "input": [f"Subject: {subjects[i % 39]}.\n\nQuestion {i + 1}?" for i in range(n)],
         "text": [" A. 1"] * n, "model": ["m"] * n, "subject": [subjects[i % 39] for i in range(n)],
         "answer": ["ABCD"[i % 4] for i in range(n)], "predicted": ["" if i % 3 else "ABCD"[i % 4] for i in range(n)],
-        "correct": correct, "question_index": list(range(n)),
+        "correct": correct, "question_index": list(range(n)), "group": [f"g{i % 12}" for i in range(n)],
     }
     meta = {"format": "entropy-lens-results", "format_version": 4, "complete": True, "metrics": {"entropy": "-sum p log p [nats]"},
             "token_strings": {str(k): s for k, s in enumerate(TOKENS)},
@@ -290,7 +290,7 @@ def test_explorer_page_data(tmp_path):
     p = payload_of(build_report(tmp_path / "m.npz"))
     assert (p["N"], p["T"], p["L"]) == (48, 4, 6) and p["defaultLabel"] == "correct"
     labels = {lab["name"]: lab["values"] for lab in p["labels"]}
-    assert set(labels) == {"answer", "predicted", "correct"}  # subject: too many classes; indexes hidden
+    assert set(labels) == {"answer", "predicted", "correct", "group"}  # subject: too many classes; indexes hidden
     assert labels["correct"][:2] == ["correct", "incorrect"] and labels["predicted"][1] == "(none)"
     assert p["summary"]["decoding"] == "greedy" and "temperature" not in json.dumps(p["summary"])
     assert p["summary"]["shape_text"] == "48 samples × 4 generated tokens × 6 layers"
@@ -322,6 +322,13 @@ def test_explorer_refuses_bad_input(tmp_path):
         build_report(tmp_path / "f.npz", max_samples=0)
     p = payload_of(build_report(tmp_path / "f.npz", max_samples=5))
     assert p["N"] == 5 and p["summary"]["samples"] == 12 and p["summary"]["shown"] == 5
+    res = Results.load(tmp_path / "f.npz")  # a constant metric and a NaN: the range is the values', not 65534 steps
+    res.columns["entropy"] = [np.full((4, 6), 2.0, np.float32) for _ in range(len(res))]
+    res["entropy"][0][0, 0] = np.nan
+    res.to_npz(tmp_path / "c.npz")
+    p = payload_of(build_report(tmp_path / "c.npz"))
+    assert (p["metrics"][0]["lo"], p["metrics"][0]["hi"]) == (2.0, 2.0)
+    assert [e["name"] for e in p["emb"]] == ["PCA"]  # identical mean profiles: no t-SNE (scikit-learn crashes on them)
 
 
 @pytest.mark.slow
@@ -352,6 +359,10 @@ def test_mmlu_and_formats_pages_in_a_real_browser(tmp_path):
             screenshot(driver, tmp_path / f"mmlu_{width}.png")
             select(driver, "label", "predicted (5)")
             assert legend_counts(driver, "elegend")["(none)"] == 32
+            select(driver, "label", "group (12)")  # more than 10 classes: 12 distinct colours, no refusal
+            fills = driver.execute_script("return [...document.querySelectorAll('#emb circle.pt')].map(c => c.getAttribute('fill'))")
+            assert len(set(fills)) == 12 and not driver.find_element(By.ID, "colnote").is_displayed()
+            assert len(legend_counts(driver, "plegend")) == 12
             load_page(driver, pages["formats"], width)
             check_layout(driver, width)
             assert "12 prompts × 4 windows of 8 tokens" in driver.find_element(By.ID, "subtitle").text

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_explore import load_page, open_browser, screenshot, severe
+from test_explore import check_layout, load_page, open_browser, screenshot, severe
 
 from model_inspector.results import Results
 
@@ -149,6 +149,7 @@ def test_hostile_file_in_a_real_browser(tmp_path):
         driver.find_element(By.ID, "next").click()
         check_clean(driver)
         assert HOSTILE[8] in driver.find_element(By.ID, "evaluation").text  # the CSV's cells shown as text
+        check_layout(driver, 1400)  # long hostile names are cut to fit, not clipped
         assert not severe(driver)
         screenshot(driver, tmp_path / "hostile_1400.png")
     finally:
