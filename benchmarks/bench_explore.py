@@ -9,6 +9,7 @@ time to build it, and the time headless Chromium takes to load and draw it (unti
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -17,14 +18,17 @@ from pathlib import Path
 import numpy as np
 
 from model_inspector.explore import write_report
-from model_inspector.results import save_results
 from model_inspector.experiments.tinystories import tinystories_samples
+from model_inspector.results import Results
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The shared offline data (as tests/conftest.py): ../shared/data, or $ENTROPY_LENS_DATA.
+DATA = Path(os.environ.get("ENTROPY_LENS_DATA", ROOT.parent / "shared" / "data"))
 
 
 def synthetic(path: Path, n_stories: int = 100) -> int:
-    stories = [json.loads(line)["text"] for line in open(ROOT.parent / "shared/data/tinystories_validation_head.jsonl")]
+    with open(DATA / "tinystories_validation_head.jsonl") as fh:
+        stories = [json.loads(line)["text"] for line in fh]
     samples, _ = tinystories_samples(stories[:n_stories])
     rng = np.random.default_rng(0)
     n, t, layers = len(samples), 8, 30
@@ -40,9 +44,10 @@ def synthetic(path: Path, n_stories: int = 100) -> int:
     data.update({"input": [s.text for s in samples], "text": [" a generated answer"] * n, "model": ["m"] * n,
                  **{k: [s.labels[k] for s in samples] for k in ("task", "prompt", "variant", "story_index")}})
     ids = {int(i) for a in data["top_ids"] + data["tokens"] for i in np.unique(a)}
-    data["metadata"] = {"format": "entropy-lens-results", "format_version": 3, "complete": True,
-                        "token_strings": {str(i): f"tok{i}" for i in ids}}
-    save_results(path, data)
+    meta = {"format": "entropy-lens-results", "format_version": 3, "complete": True,
+            "metrics": {"entropy": "-sum p log p [nats]", "renyi_2": "log(sum p^2) / (1 - 2) [nats]"},
+            "token_strings": {str(i): f"tok{i}" for i in ids}}
+    Results(data, meta).to_pickle(path)
     return n
 
 
@@ -67,10 +72,15 @@ def main() -> None:
             driver.get(out.as_uri())
             points = driver.execute_script("return document.querySelectorAll('#emb circle.pt').length")
             load = time.perf_counter() - t0
+            redraw = driver.execute_script(  # in-page ms: a class filter, a metric switch (grid included), a search
+                "const t = [], go = (id, v) => { const e = document.getElementById(id), t0 = performance.now();"
+                " e.value = v; e.dispatchEvent(new Event(id === 'search' ? 'input' : 'change')); return performance.now() - t0; };"
+                "t.push(go('class', '1'), go('metric', '1'), go('search', 'story')); return t;")
         finally:
             driver.quit()
         print(f"{n} samples: HTML {out.stat().st_size / 1e6:.2f} MB, built in {build:.1f} s, "
-              f"loaded and drawn by headless Chromium in {load:.2f} s ({points} points)")
+              f"loaded and drawn by headless Chromium in {load:.2f} s ({points} points); redraw after a class filter "
+              f"{redraw[0]:.0f} ms, a metric switch {redraw[1]:.0f} ms, a search {redraw[2]:.0f} ms")
 
 
 if __name__ == "__main__":

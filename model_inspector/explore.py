@@ -4,12 +4,20 @@
 page with the run summary (model, settings, counts, and the evaluation CSVs that ``run_tests.py`` left beside
 the file), class-mean profiles against relative depth (±1 std band) for any metric in the file, a PCA and a
 t-SNE of the samples' mean profiles coloured by a label (hover: prompt, generated text, label; click: the
-sample), and the sample view: the token x layer grid coloured by the metric with the lens's top token in each
-cell (its probability on hover). A filter by label class and a search in the prompts narrow every view.
+sample), and the sample view: the step x layer grid coloured by the metric with the lens's top token in each
+cell (its probability on hover). A filter by label class and a search in the prompts narrow every view. The
+page colours by ``correct`` (MMLU), ``format`` (formats files) or the task class (TinyStories) first; formats
+files (window means ``[window, layer]``, no tokens) get windows for rows. The page itself (HTML, CSS, script)
+is :mod:`model_inspector.explore_page`.
 
-The arrays travel as base64 typed arrays: metrics quantised to uint16 (resolution: the metric's range / 65535,
+Results files are untrusted input, and the page never runs their content: all data travels as JSON inside a
+non-executable ``<script type="application/json">`` block with ``<``, ``>``, ``&``, U+2028 and U+2029 escaped,
+and the page's script builds every element through DOM properties (``textContent``, ``setAttribute``), never
+from HTML strings.
+
+The arrays travel as base64 typed arrays: metrics quantised to uint16 (resolution: the metric's range / 65534,
 about 2e-4 nats for entropies), top-token ids as uint16 indexes into the file's token table, probabilities as
-uint8 (1/255). A 2,400-sample TinyStories-sized run gives a file of a few MB.
+uint8 (1/255).
 """
 
 from __future__ import annotations
@@ -18,125 +26,342 @@ import argparse
 import base64
 import html
 import json
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import UserError
 
-__all__ = ["build_report", "write_report", "main"]
+__all__ = ["MAX_COLOURS", "MAX_SAMPLES", "ExplorerData", "build_report", "explorer_data", "main", "safe_json",
+           "tidy_evaluation", "write_report"]
 
 #: Samples kept in one page; a larger file is subsampled evenly (the page says so).
 MAX_SAMPLES = 5000
+#: Distinct colours the page uses; a label with more classes is not coloured (the page says why).
+MAX_COLOURS = 20
+#: Labels with more distinct values than this (or than half the samples) are not offered at all.
+MAX_FILTER_CLASSES = 60
 _NAN16 = 65535
+_HIDDEN_LABELS = {"input", "text", "model", "sample_index", "question_index"}
+#: Default colouring, first present wins: MMLU correctness, output format, TinyStories task class.
+_DEFAULT_LABELS = ("correct", "format", "task", "class")
+_JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
 def _b64(arr: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(arr).tobytes()).decode("ascii")
 
 
-def _label_columns(res) -> dict:
-    """Per-sample label columns (strings) worth colouring by: few distinct values, or correctness."""
+def _finite(obj):
+    """``obj`` with every non-finite float replaced by ``None`` (JSON has no NaN) and numpy scalars unboxed."""
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
+
+
+def safe_json(obj) -> str:
+    """JSON for an HTML ``<script type="application/json">`` block: nothing in it can close or comment out a tag
+    (``<``, ``>``, ``&`` escaped) or end a JavaScript line (U+2028, U+2029 escaped)."""
+    text = json.dumps(_finite(obj), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return re.sub("[<>&\u2028\u2029]", lambda m: _JSON_ESCAPES[m.group()], text)
+
+
+def _label_text(key: str, value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == "":
+        return "(none)"
+    if key == "correct" and str(value) in ("0", "1", "False", "True", "0.0", "1.0"):
+        return "correct" if str(value) in ("1", "True", "1.0") else "incorrect"
+    return str(value)
+
+
+def _label_columns(res) -> dict[str, list[str]]:
+    """Per-sample label columns (display strings, ``(none)`` for empty values) worth filtering by: at least
+    two distinct values and at most :data:`MAX_FILTER_CLASSES` (and not one per sample)."""
     out = {}
     n = len(res)
     for key in res.label_keys:
-        if key in ("input", "text", "model"):
+        if key in _HIDDEN_LABELS:
             continue
-        values = [str(v) for v in res[key]]
+        values = [_label_text(key, v) for v in res[key]]
         k = len(set(values))
-        if 1 < k <= max(2, min(60, n // 2)):
+        if 1 < k <= max(2, min(MAX_FILTER_CLASSES, n // 2)) or (key == "correct" and k > 1):
             out[key] = values
-    if "prompt" in out:  # the paper's task class is the first word of the prompt label
+    if "prompt" in out and "task" not in out:  # the paper's task class is the first word of the prompt label
         out = {"class": [v.split("_")[0] for v in out["prompt"]], **out}
     return out
 
 
-def _evaluations(path: Path) -> list:
-    """The evaluation CSVs ``run_tests.py`` wrote beside the file (``NAME_tm_overall.csv`` ...)."""
+def _evaluations(path: Path) -> list[dict]:
+    """The evaluation CSVs ``run_tests.py`` wrote beside the file (``NAME_tm_overall.csv`` ...): a list of
+    ``{"name", "columns", "rows"}`` (rows: lists of JSON values), each with an optional ``"note"`` string."""
     import pandas as pd
 
     found = []
     for csv in sorted(path.parent.glob(f"{path.stem}_tm_*.csv")):
         df = pd.read_csv(csv)
-        found.append({"name": csv.name, "columns": list(df.columns),
-                      "rows": json.loads(df.head(60).to_json(orient="values", double_precision=4))})
+        found.append({"name": csv.name, "columns": [str(c) for c in df.columns],
+                      "rows": json.loads(df.head(200).to_json(orient="values", double_precision=4))})
     return found
 
 
-def build_report(path: str | Path, *, metric: str | None = None, max_samples: int = MAX_SAMPLES, seed: int = 42) -> str:
-    """The explorer page of results file ``path`` as one HTML string."""
+def _short_lists(value):
+    """``"[0.512345, 0.75]"`` (a by-fold list in a CSV cell) -> ``"[0.512, 0.75]"``; anything else as is."""
+    if isinstance(value, str) and value.startswith("[") and value.endswith("]"):
+        try:
+            items = json.loads(value)
+        except ValueError:
+            return value
+        if isinstance(items, list) and all(isinstance(v, (int, float)) for v in items):
+            return "[" + ", ".join(f"{v:.3g}" for v in items) + "]"
+    return value
+
+
+def tidy_evaluation(table: dict) -> dict:
+    """One evaluation table for the page: by-fold lists shortened, and the rows whose ``note`` says
+    ``skipped...`` folded into one line in ``"note"`` ("39 subjects skipped (reason): a, b, ...")."""
+    cols, rows = list(table["columns"]), [[_short_lists(v) for v in r] for r in table["rows"]]
+    notes = [table["note"]] if table.get("note") else []
+    if "note" in cols:
+        j = cols.index("note")
+        skipped = [r for r in rows if str(r[j] or "").startswith("skipped")]
+        if skipped:
+            rows = [r for r in rows if r not in skipped]
+            name = "subject" if "subject" in cols else cols[0]
+            what = [str(r[cols.index(name)]) for r in skipped]
+            reasons = sorted({str(r[j]).removeprefix("skipped").strip(" :") for r in skipped})
+            noun = ("subject" if name == "subject" else "row") + ("s" if len(skipped) > 1 else "")
+            notes.append(f"{len(skipped)} {noun} skipped ({'; '.join(reasons)}): {', '.join(what)}")
+        keep = [i for i, c in enumerate(cols) if any(r[i] is not None for r in rows)] if rows else []
+        cols, rows = [cols[i] for i in keep], [[r[i] for i in keep] for r in rows]
+    return {"name": table["name"], "columns": cols, "rows": rows, "note": " ".join(notes) or None}
+
+
+def _unit(definition: str) -> str:
+    m = re.search(r"\[([^\[\]]+)\]\s*$", definition or "")
+    return m.group(1) if m else ""
+
+
+@dataclass
+class ExplorerData:
+    """Everything the page shows, with its axes explicit.
+
+    ``profiles[name]``: float ``[sample, step, layer]`` (a step is a generated token, or a token window in
+    formats files; entropies in nats); ``top_index``: uint16 ``[sample, step, layer]`` indexes into ``vocab``
+    (65535: none); ``top_prob``: float ``[sample, step, layer]`` in [0, 1]; ``tokens``: uint16 ``[sample, step]``
+    indexes into ``vocab``; ``embeddings[name]``: float ``[sample, 2]``; ``labels[name]``: ``[sample]`` strings."""
+
+    summary: dict
+    profiles: dict[str, np.ndarray]
+    definitions: dict[str, str]
+    labels: dict[str, list[str]]
+    prompts: list[str]
+    texts: list[str]
+    embeddings: dict[str, np.ndarray]
+    pca_variance: list[float]
+    vocab: list[str] = field(default_factory=list)
+    top_index: np.ndarray | None = None
+    top_prob: np.ndarray | None = None
+    tokens: np.ndarray | None = None
+    evaluations: list[dict] = field(default_factory=list)
+    default_label: str = ""
+
+    def __post_init__(self):
+        shapes = {k: v.shape for k, v in self.profiles.items()}
+        if not shapes or len(set(shapes.values())) != 1 or len(next(iter(shapes.values()))) != 3:
+            raise UserError(f"profiles must share one [sample, step, layer] shape (got {shapes})")
+        n, t, _ = self.shape
+        for name, arr in (("top_index", self.top_index), ("top_prob", self.top_prob)):
+            if arr is not None and arr.shape != self.shape:
+                raise UserError(f"{name} has shape {arr.shape}, expected [sample, step, layer] = {self.shape}")
+        if self.tokens is not None and self.tokens.shape != (n, t):
+            raise UserError(f"tokens have shape {self.tokens.shape}, expected [sample, step] = {(n, t)}")
+        for name, col in [*self.labels.items(), ("prompts", self.prompts), ("texts", self.texts)]:
+            if len(col) != n:
+                raise UserError(f"{name!r} has {len(col)} entries for {n} samples")
+        for name, emb in self.embeddings.items():
+            if emb.shape != (n, 2):
+                raise UserError(f"embedding {name} has shape {emb.shape}, expected [sample, 2] = {(n, 2)}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(sample, step, layer)``."""
+        return next(iter(self.profiles.values())).shape
+
+    def payload(self) -> dict:
+        """The page's JSON (named things as lists of records, so no data string ever becomes an object key)."""
+        n, t, layers = self.shape
+        metrics = []
+        for name, x in self.profiles.items():
+            x = x.astype(np.float64)
+            finite = x[np.isfinite(x)]
+            lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+            scale = (hi - lo) / (_NAN16 - 1) or 1.0
+            q = np.where(np.isfinite(x), np.round((np.nan_to_num(x, nan=lo) - lo) / scale), _NAN16).astype(np.uint16)
+            metrics.append({"name": name, "definition": self.definitions.get(name, ""),
+                            "unit": _unit(self.definitions.get(name, "")), "lo": lo, "hi": hi, "scale": scale,
+                            "data": _b64(q)})
+        return {
+            "summary": self.summary, "metrics": metrics, "N": n, "T": t, "L": layers,
+            "labels": [{"name": k, "values": v} for k, v in self.labels.items()], "defaultLabel": self.default_label,
+            "prompts": self.prompts, "texts": self.texts, "vocab": self.vocab,
+            "top": None if self.top_index is None else _b64(self.top_index.astype(np.uint16)),
+            "topP": None if self.top_prob is None else _b64((np.nan_to_num(self.top_prob).clip(0, 1) * 255).round()
+                                                            .astype(np.uint8)),
+            "tokens": None if self.tokens is None else _b64(self.tokens.astype(np.uint16)),
+            "emb": [{"name": k, "points": np.round(v, 4).tolist()} for k, v in self.embeddings.items()],
+            "pcaVar": [round(float(v), 4) for v in self.pca_variance],
+            "evaluations": [tidy_evaluation(e) for e in self.evaluations],
+        }
+
+
+def _summary(res, path: Path, n_all: int, shape: tuple, top_note: str | None) -> dict:
+    meta = res.metadata
+    ident = meta.get("identity") if isinstance(meta.get("identity"), dict) else {}
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    n, t, layers = shape
+    sample = ident.get("sample", config.get("sample"))
+    temp = ident.get("temperature", config.get("temperature"))
+    decoding = (f"sampled, temperature {temp}" if temp is not None else "sampled") if sample else "greedy"
+    max_len = ident.get("max_len", config.get("max_len"))
+    windows, window_tokens = meta.get("num_windows"), None
+    windows = windows if isinstance(windows, int) and not isinstance(windows, bool) and windows > 0 else None
+    if windows:
+        per = (f"{max_len // windows}" if isinstance(max_len, int) and max_len % windows == 0
+               else f"about {max_len / windows:.3g}" if isinstance(max_len, (int, float)) else "?")
+        shape_text = f"{n_all} prompts × {t} windows of {per} tokens × {layers} layers"
+        window_tokens = max_len // windows if isinstance(max_len, int) and max_len % windows == 0 else None
+    else:
+        shape_text = f"{n_all} samples × {t} generated tokens × {layers} layers"
+    settings = {k: ident.get(k, config.get(k)) for k in ("dtype", "device", "max_len", "seed", "prepend_bos",
+                                                         "chat_template", "batch_size") if k in ident or k in config}
+    return {
+        "file": path.name, "model": str(ident.get("model") or meta.get("model_id") or "?"),
+        "model_fingerprint": ident.get("model_fingerprint"), "dataset": ident.get("dataset") or config.get("dataset"),
+        "samples": n_all, "shown": n, "steps": t, "layers": layers, "windows": windows, "window_tokens": window_tokens,
+        "shape_text": shape_text,
+        "decoding": decoding, "settings": settings, "complete": meta.get("complete"), "created": meta.get("created"),
+        "format_version": meta.get("format_version"), "top_note": top_note,
+    }
+
+
+def to_index(a: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Token ids ``a`` (any shape) -> uint16 positions in the sorted ``ids`` (65535 where absent or negative)."""
+    pos = np.clip(np.searchsorted(ids, a), 0, len(ids) - 1)
+    return np.where(ids[pos] == a, pos, _NAN16).astype(np.uint16)
+
+
+def _embeddings(mean: np.ndarray, seed: int) -> tuple[dict[str, np.ndarray], list[float]]:
+    """t-SNE (5 samples or more) and PCA of the mean profiles ``mean`` ``[sample, layer]``: ``({name: [sample, 2]},
+    the two components' explained variance ratios)``."""
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
+    from .threads import default_threads
+
+    n, layers = mean.shape
+    with warnings.catch_warnings():  # identical samples: no variance to explain
+        warnings.simplefilter("ignore", RuntimeWarning)
+        pca = PCA(n_components=min(2, n, layers), random_state=seed).fit(mean)
+    pc = np.zeros((n, 2))
+    pc[:, : pca.n_components_] = pca.transform(mean)
+    emb = {}
+    if n >= 5 and np.ptp(mean, axis=0).max() > 0:  # identical points crash scikit-learn's Barnes-Hut t-SNE
+        perp = min(30.0, max(2.0, (n - 1) / 3))
+        # OpenMP threads spinning on busy cores: 66 s against 20 s with one thread for 2,400 samples on a loaded
+        # 2-core machine (preliminary), so only the idle cores
+        with threadpool_limits(default_threads(), user_api="openmp"):
+            emb["t-SNE"] = TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed).fit_transform(mean)
+    emb["PCA"] = pc
+    return emb, [float(v) for v in np.nan_to_num(pca.explained_variance_ratio_)] + [0.0] * (2 - pca.n_components_)
+
+
+def explorer_data(path: str | Path, *, metric: str | None = None, max_samples: int = MAX_SAMPLES,
+                  seed: int = 42) -> ExplorerData:
+    """Read results file ``path`` into the page's :class:`ExplorerData` (t-SNE and PCA of the mean profiles)."""
     from .results import Results
 
     path = Path(path)
     res = Results.load(path)
-    if not res.metric_keys:
-        raise UserError(f"{path} holds no [token, layer] profiles to explore (formats files: use classify_formats.py)")
-    n_all = len(res)
-    keep = np.arange(n_all)
-    if n_all > max_samples:
-        keep = np.linspace(0, n_all - 1, max_samples).round().astype(int)
     metrics = res.metric_keys
+    if not metrics:
+        raise UserError(f"{path} holds no [step, layer] profiles to explore (expected columns like 'entropy')")
+    if max_samples < 1:
+        raise UserError(f"--max_samples must be at least 1 (got {max_samples})")
     main_metric = metric or ("entropy" if "entropy" in metrics else metrics[0])
     if main_metric not in metrics:
-        raise UserError(f"no metric {main_metric!r} in {path}; it has {', '.join(metrics)}")
+        raise UserError(f"no metric {main_metric!r} in {path}; it has {', '.join(metrics)} (choose one with --metric)")
+    metrics = [main_metric] + [m for m in metrics if m != main_metric]
+    n_all = len(res)
+    keep = np.arange(n_all) if n_all <= max_samples else np.linspace(0, n_all - 1, max_samples).round().astype(int)
+    try:
+        profiles = {m: res.profiles(m)[keep] for m in metrics}  # [sample, step, layer]
+    except ValueError as exc:
+        raise UserError(f"{path}: profiles of unequal shapes ({exc})") from None
+    n, t, layers = profiles[main_metric].shape
     meta = res.metadata
-    strings = {int(k): v for k, v in (meta.get("token_strings") or {}).items()}
-    vocab = sorted(strings)
-    index = {t: i for i, t in enumerate(vocab)}
+    raw = meta.get("token_strings") if isinstance(meta.get("token_strings"), dict) else {}
+    strings = {int(k): str(v) for k, v in raw.items() if str(k).lstrip("-").isdigit()}
+    ids = np.array(sorted(strings), dtype=np.int64)[:_NAN16]  # uint16 indexes; 65535 means none
 
-    arrays, ranges = {}, {}
-    for key in metrics:
-        x = res.profiles(key)[keep].astype(np.float64)  # [N, T, L]
-        lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
-        scale = (hi - lo) / (_NAN16 - 1) or 1.0
-        q = np.where(np.isfinite(x), np.round((x - lo) / scale), _NAN16).astype(np.uint16)
-        arrays[key], ranges[key] = _b64(q), [lo, scale]
-    n, t, n_layers = res.profiles(main_metric)[keep].shape
+    def first(col: str, shape: tuple) -> np.ndarray:
+        """Column ``col`` stacked as ``[sample, *shape]``, keeping the first of any trailing top-k axis."""
+        try:
+            return np.stack([np.asarray(v).reshape(*shape, -1)[..., 0] for v in res[col]])[keep]
+        except ValueError:
+            raise UserError(f"{path}: column {col!r} does not match the profiles' [step, layer] = {(t, layers)}") from None
 
-    def ids_to_index(col):
-        a = np.stack([np.asarray(v) for v in res[col]])[keep]
-        return np.vectorize(lambda i: index.get(int(i), _NAN16), otypes=[np.uint16])(a) if a.size else a
+    top = top_p = tokens = None
+    top_note = None
+    if "top_ids" in res and "top_probs" in res and len(ids):
+        top = to_index(first("top_ids", (t, layers)), ids)
+        top_p = first("top_probs", (t, layers)).astype(np.float32)
+    elif meta.get("layout") == "format_records" or "num_windows" in meta:
+        top_note = "no top lens tokens in this file (formats runs keep window means)"
+    else:
+        top_note = "no top lens tokens in this file (profile with --keep_top_tokens 1 to see them)"
+    if "tokens" in res and len(ids):
+        tokens = to_index(first("tokens", (t,)), ids)
 
-    top = top_p = None
-    if "top_ids" in res and strings:
-        top = _b64(ids_to_index("top_ids")[..., 0])
-        top_p = _b64((np.stack([np.asarray(v, dtype=np.float32) for v in res["top_probs"]])[keep][..., 0]
-                      .clip(0, 1) * 255).round().astype(np.uint8))
-    tokens = _b64(ids_to_index("tokens")) if "tokens" in res and strings else None
+    with warnings.catch_warnings():  # a sample whose every step is NaN at a layer: 0 there
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nan_to_num(np.nanmean(profiles[main_metric].astype(np.float64), axis=1))  # [sample, layer]
+    emb, variance = _embeddings(mean, seed)
+    labels = {k: [v[i] for i in keep] for k, v in _label_columns(res).items()}
+    default = next((k for k in _DEFAULT_LABELS if k in labels),
+                   next((k for k, v in labels.items() if len(set(v)) <= MAX_COLOURS), ""))
+    definitions = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
+    return ExplorerData(
+        summary=_summary(res, path, n_all, (n, t, layers), top_note), profiles=profiles,
+        definitions={str(k): str(v) for k, v in definitions.items()}, labels=labels,
+        prompts=[str(res["input"][i]) for i in keep] if "input" in res else [""] * n,
+        texts=[str(res["text"][i]) for i in keep] if "text" in res else [""] * n,
+        embeddings=emb, pca_variance=variance,
+        vocab=[strings[int(i)] for i in ids], top_index=top, top_prob=top_p, tokens=tokens,
+        evaluations=_evaluations(path), default_label=default)
 
-    mean = np.nanmean(res.profiles(main_metric)[keep].astype(np.float64), axis=1)  # [N, L]
-    mean = np.nan_to_num(mean)
-    pca = PCA(n_components=2, random_state=seed).fit(mean)
-    emb = {"pca": np.round(pca.transform(mean), 4).tolist()}
-    if n >= 5:
-        perp = min(30.0, max(2.0, (n - 1) / 3))
-        emb["tsne"] = np.round(TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed)
-                               .fit_transform(mean), 3).tolist()
-    ident = meta.get("identity") or {}
-    summary = {
-        "file": path.name, "model": ident.get("model") or meta.get("model_id") or "?",
-        "model_fingerprint": ident.get("model_fingerprint"), "samples": n_all, "shown": int(n),
-        "tokens": int(t), "layers": int(n_layers), "dataset": ident.get("dataset") or meta.get("config", {}).get("dataset"),
-        "settings": {k: ident.get(k) for k in ("dtype", "device", "max_len", "sample", "temperature", "seed",
-                                              "prepend_bos", "chat_template", "batch_size") if k in ident},
-        "complete": meta.get("complete"), "created": meta.get("created"), "format_version": meta.get("format_version"),
-        "metric_definitions": meta.get("metrics", {}),
-    }
-    data = {
-        "summary": summary, "metrics": metrics, "metric": main_metric, "arrays": arrays, "ranges": ranges,
-        "N": int(n), "T": int(t), "L": int(n_layers), "top": top, "topP": top_p, "tokens": tokens,
-        "vocab": [strings[i] for i in vocab],
-        "labels": {k: [v[i] for i in keep] for k, v in _label_columns(res).items()},
-        "prompts": [str(res["input"][i]) for i in keep] if "input" in res else [""] * n,
-        "texts": [str(res["text"][i]) for i in keep] if "text" in res else [""] * n,
-        "emb": emb, "pcaVar": [round(float(v), 4) for v in pca.explained_variance_ratio_],
-        "evaluations": _evaluations(path),
-    }
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-    return _PAGE.replace("__TITLE__", html.escape(f"Entropy-Lens explorer: {path.name}")).replace("__DATA__", payload)
+
+def build_report(path: str | Path, *, metric: str | None = None, max_samples: int = MAX_SAMPLES, seed: int = 42) -> str:
+    """The explorer page of results file ``path`` as one HTML string."""
+    from .explore_page import PAGE
+
+    data = explorer_data(path, metric=metric, max_samples=max_samples, seed=seed)
+    title = html.escape(f"Entropy-Lens explorer: {Path(path).name}", quote=True)
+    head, rest = PAGE.split("__TITLE__", 1)
+    middle, tail = rest.split("__DATA__", 1)
+    return head + title + middle + safe_json(data.payload()) + tail
 
 
 def write_report(path: str | Path, out: str | Path | None = None, **kwargs) -> Path:
@@ -169,191 +394,6 @@ def main(argv=None) -> int:
     print(f"wrote {written} ({written.stat().st_size / 1e6:.2f} MB); open it in a browser")
     return 0
 
-
-_PAGE = r"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>__TITLE__</title>
-<style>
-body{font:13px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2430;background:#f6f7f9}
-header{background:#1d2430;color:#fff;padding:10px 18px}header h1{font-size:17px;margin:0}
-header .sub{opacity:.75;font-size:12px}
-main{display:grid;grid-template-columns:minmax(420px,1fr) minmax(420px,1fr);gap:12px;padding:12px 18px}
-section{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:10px 12px;min-width:0}
-section h2{font-size:14px;margin:0 0 6px}.wide{grid-column:1/-1}
-.controls{display:flex;flex-wrap:wrap;gap:10px;align-items:center}
-.controls label{font-size:12px;color:#4a5568}select,input{font:inherit;padding:2px 4px}
-table.kv td{padding:1px 8px 1px 0;vertical-align:top}table.kv td:first-child{color:#5a6577}
-table.ev{border-collapse:collapse;font-size:11px;margin:4px 0 10px}table.ev td,table.ev th{border:1px solid #e2e6ea;padding:2px 5px;text-align:right}
-svg text{font-size:11px;fill:#333}.axis line,.axis path{stroke:#888}
-circle.pt{cursor:pointer;stroke:#fff;stroke-width:.6}circle.pt.dim{opacity:.08}circle.pt.sel{stroke:#000;stroke-width:2}
-#tip{position:fixed;pointer-events:none;background:#1d2430;color:#fff;padding:6px 8px;border-radius:4px;max-width:440px;
-font-size:12px;display:none;z-index:10;white-space:pre-wrap}
-#grid{border-collapse:collapse;font:11px/1.1 ui-monospace,SFMono-Regular,Menlo,monospace}
-#grid td{width:34px;height:22px;text-align:center;overflow:hidden;white-space:nowrap;max-width:34px;border:1px solid #fff}
-#grid th{font-weight:normal;padding:0 6px;text-align:right;white-space:nowrap;color:#333}
-#grid thead th{text-align:center;color:#666;font-size:10px}
-.pre{white-space:pre-wrap;background:#f3f4f6;border-radius:4px;padding:6px;max-height:160px;overflow:auto;font-size:12px}
-.note{color:#5a6577;font-size:11px}.legend span{display:inline-block;margin-right:10px}
-.sw{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:3px;vertical-align:-1px}
-</style></head><body>
-<header><h1 id="title"></h1><div class="sub" id="subtitle"></div></header>
-<main>
-<section><h2>Run</h2><div id="summary"></div></section>
-<section><h2>Filter</h2><div class="controls">
-<label>metric <select id="metric"></select></label>
-<label>colour by <select id="label"></select></label>
-<label>class <select id="class"><option value="">all</option></select></label>
-<label>search prompts <input id="search" placeholder="text in the prompt" size="22"></label></div>
-<p class="note" id="count"></p><div class="legend" id="legend"></div></section>
-<section><h2 id="ptitle">Class-mean profiles</h2><svg id="profiles" width="100%" viewBox="0 0 560 320"></svg>
-<p class="note">x: relative depth (layer + 1) / L; line: class mean of each sample's mean over generated tokens;
-band: ±1 std across samples.</p></section>
-<section><h2>Samples <select id="embkind"></select></h2><svg id="emb" width="100%" viewBox="0 0 560 320"></svg>
-<p class="note" id="embnote">One point per sample (its mean profile). Hover: prompt and generated text; click: the sample.</p></section>
-<section class="wide" id="sample"><h2 id="stitle">Sample: click a point</h2>
-<div class="controls"><button id="prev">&#8592; previous</button><button id="next">next &#8594;</button>
-<span class="note" id="slabel"></span></div>
-<div style="overflow:auto"><table id="grid"></table></div>
-<p class="note">Rows: generated tokens (row label: the token generated there); columns: layers (relative depth).
-Cell colour: the metric; cell text: the lens's most probable token at that layer and step (hover for its probability).</p>
-<div><b>Prompt</b><div class="pre" id="sprompt"></div><b>Generated</b><div class="pre" id="stext"></div></div>
-</section>
-</main><div id="tip"></div>
-<script id="data" type="application/json">__DATA__</script>
-<script>
-"use strict";
-const D = JSON.parse(document.getElementById("data").textContent);
-const $ = id => document.getElementById(id);
-function decode(b64, Type) { const s = atob(b64), b = new Uint8Array(s.length);
-  for (let i = 0; i < s.length; i++) b[i] = s.charCodeAt(i); return new Type(b.buffer); }
-const ARR = {}; for (const m of D.metrics) ARR[m] = decode(D.arrays[m], Uint16Array);
-const TOP = D.top ? decode(D.top, Uint16Array) : null, TOPP = D.topP ? decode(D.topP, Uint8Array) : null;
-const TOK = D.tokens ? decode(D.tokens, Uint16Array) : null;
-const N = D.N, T = D.T, L = D.L;
-const PALETTE = ["#4e79a7","#f28e2b","#e15759","#76b7b2","#59a14f","#edc948","#b07aa1","#ff9da7","#9c755f","#bab0ac"];
-function val(m, i, t, l) { const q = ARR[m][(i * T + t) * L + l]; return q === 65535 ? NaN : D.ranges[m][0] + q * D.ranges[m][1]; }
-function meanProfile(m, i) { const out = new Array(L).fill(0);
-  for (let l = 0; l < L; l++) { let s = 0, c = 0; for (let t = 0; t < T; t++) { const v = val(m, i, t, l); if (!isNaN(v)) { s += v; c++; } }
-    out[l] = c ? s / c : NaN; } return out; }
-function esc(s) { return String(s).replace(/[&<>"]/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;","\"":"&quot;"}[c])); }
-function tokStr(k) { return k === 65535 || k === undefined ? "" : D.vocab[k]; }
-function viridis(x) { const c = [[68,1,84],[59,82,139],[33,145,140],[94,201,98],[253,231,37]];
-  x = Math.max(0, Math.min(1, x)) * 4; const i = Math.min(3, Math.floor(x)), f = x - i;
-  return "rgb(" + c[i].map((v, j) => Math.round(v + f * (c[i + 1][j] - v))).join(",") + ")"; }
-let state = {metric: D.metric, label: Object.keys(D.labels)[0] || "", cls: "", q: "", emb: "tsne" in D.emb ? "tsne" : "pca", sel: -1};
-const labelOf = i => state.label ? D.labels[state.label][i] : "all";
-function classes() { return state.label ? [...new Set(D.labels[state.label])].sort() : ["all"]; }
-function colorOf(c) { return PALETTE[classes().indexOf(c) % PALETTE.length]; }
-function visible(i) { return (!state.cls || labelOf(i) === state.cls) && (!state.q || D.prompts[i].toLowerCase().includes(state.q)); }
-
-function summary() {
-  const s = D.summary; $("title").textContent = "Entropy-Lens explorer: " + s.file;
-  $("subtitle").textContent = s.model + " | " + s.samples + " samples x " + s.tokens + " tokens x " + s.layers + " layers";
-  const rows = [["model", s.model + (s.model_fingerprint ? " (" + s.model_fingerprint + ")" : "")], ["dataset", s.dataset],
-    ["samples", s.samples + (s.shown < s.samples ? " (" + s.shown + " shown, evenly subsampled)" : "")],
-    ["complete", s.complete], ["created", s.created]];
-  for (const [k, v] of Object.entries(s.settings)) rows.push([k, v]);
-  for (const [k, v] of Object.entries(s.metric_definitions)) rows.push([k, v]);
-  let h = "<table class='kv'>" + rows.map(r => "<tr><td>" + esc(r[0]) + "</td><td>" + esc(r[1]) + "</td></tr>").join("") + "</table>";
-  for (const ev of D.evaluations) { h += "<div class='note'>" + esc(ev.name) + "</div><div style='overflow-x:auto'><table class='ev'><tr>" +
-    ev.columns.map(c => "<th>" + esc(c) + "</th>").join("") + "</tr>" + ev.rows.map(r => "<tr>" + r.map(v =>
-    "<td>" + esc(typeof v === "number" ? +v.toFixed(4) : v) + "</td>").join("") + "</tr>").join("") + "</table></div>"; }
-  if (!D.evaluations.length) h += "<p class='note'>No evaluation beside this file (run run_tests.py / entropy-lens evaluate on it).</p>";
-  $("summary").innerHTML = h;
-}
-function controls() {
-  $("metric").innerHTML = D.metrics.map(m => "<option>" + esc(m) + "</option>").join(""); $("metric").value = state.metric;
-  const labs = Object.keys(D.labels); $("label").innerHTML = labs.length ? labs.map(k => "<option>" + esc(k) + "</option>").join("") : "<option value=''>none</option>";
-  $("label").value = state.label;
-  $("embkind").innerHTML = Object.keys(D.emb).map(k => "<option value='" + k + "'>" + (k === "pca" ? "PCA" : "t-SNE") + "</option>").join("");
-  $("embkind").value = state.emb;
-  fillClasses();
-  $("metric").onchange = e => { state.metric = e.target.value; draw(); };
-  $("label").onchange = e => { state.label = e.target.value; state.cls = ""; fillClasses(); draw(); };
-  $("class").onchange = e => { state.cls = e.target.value; draw(); };
-  $("search").oninput = e => { state.q = e.target.value.toLowerCase(); draw(); };
-  $("embkind").onchange = e => { state.emb = e.target.value; drawEmb(); };
-  $("prev").onclick = () => step(-1); $("next").onclick = () => step(1);
-}
-function fillClasses() { $("class").innerHTML = "<option value=''>all</option>" + classes().map(c => "<option>" + esc(c) + "</option>").join(""); }
-function axes(svg, x0, x1, y0, y1, W, H, P, xl, yl) {
-  let h = "<g class='axis'><line x1='" + P + "' y1='" + (H - P) + "' x2='" + (W - 10) + "' y2='" + (H - P) + "'/><line x1='" + P + "' y1='10' x2='" + P + "' y2='" + (H - P) + "'/></g>";
-  for (let k = 0; k <= 4; k++) { const xv = x0 + k * (x1 - x0) / 4, yv = y0 + k * (y1 - y0) / 4;
-    const X = P + k * (W - 10 - P) / 4, Y = H - P - k * (H - P - 10) / 4;
-    h += "<text x='" + X + "' y='" + (H - P + 14) + "' text-anchor='middle'>" + (+xv.toFixed(2)) + "</text>";
-    h += "<text x='" + (P - 4) + "' y='" + (Y + 4) + "' text-anchor='end'>" + (+yv.toFixed(2)) + "</text>"; }
-  h += "<text x='" + ((W + P) / 2) + "' y='" + (H - 4) + "' text-anchor='middle'>" + esc(xl) + "</text>";
-  h += "<text transform='translate(12," + ((H - P) / 2) + ") rotate(-90)' text-anchor='middle'>" + esc(yl) + "</text>";
-  return h;
-}
-function drawProfiles() {
-  const W = 560, H = 320, P = 46, cls = classes(), rel = [...Array(L).keys()].map(l => (l + 1) / L);
-  const stats = []; let lo = Infinity, hi = -Infinity;
-  for (const c of cls) { const rows = []; for (let i = 0; i < N; i++) if (visible(i) && labelOf(i) === c) rows.push(meanProfile(state.metric, i));
-    if (!rows.length) continue; const mu = [], sd = [];
-    for (let l = 0; l < L; l++) { const v = rows.map(r => r[l]).filter(x => !isNaN(x)), m = v.reduce((a, b) => a + b, 0) / v.length;
-      mu.push(m); sd.push(Math.sqrt(v.reduce((a, b) => a + (b - m) * (b - m), 0) / v.length)); lo = Math.min(lo, m - sd[l]); hi = Math.max(hi, m + sd[l]); }
-    stats.push({c, mu, sd, n: rows.length}); }
-  if (!stats.length) { $("profiles").innerHTML = "<text x='200' y='160'>no sample matches the filter</text>"; return; }
-  if (hi - lo < 1e-9) { hi += 0.5; lo -= 0.5; }
-  const X = x => P + x * (W - 10 - P), Y = y => H - P - (y - lo) / (hi - lo) * (H - P - 10);
-  let h = axes(null, 0, 1, lo, hi, W, H, P, "relative depth (layer + 1) / L", state.metric + (D.summary.metric_definitions[state.metric] || "").replace(/^.*(\[[^\]]*\])$/, " $1"));
-  for (const s of stats) { const col = colorOf(s.c);
-    const up = rel.map((x, l) => X(x) + "," + Y(s.mu[l] + s.sd[l])), dn = rel.map((x, l) => X(x) + "," + Y(s.mu[l] - s.sd[l])).reverse();
-    h += "<polygon points='" + up.concat(dn).join(" ") + "' fill='" + col + "' opacity='0.15'/>";
-    h += "<polyline class='cls' fill='none' stroke='" + col + "' stroke-width='2' points='" + rel.map((x, l) => X(x) + "," + Y(s.mu[l])).join(" ") + "'><title>" + esc(s.c) + " (n=" + s.n + ")</title></polyline>"; }
-  $("profiles").innerHTML = h;
-  $("legend").innerHTML = stats.map(s => "<span><i class='sw' style='background:" + colorOf(s.c) + "'></i>" + esc(s.c) + " (n=" + s.n + ")</span>").join("");
-}
-function drawEmb() {
-  const W = 560, H = 320, P = 46, pts = D.emb[state.emb];
-  let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
-  for (const [x, y] of pts) { x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y); }
-  if (x1 - x0 < 1e-9) x1 = x0 + 1; if (y1 - y0 < 1e-9) y1 = y0 + 1;
-  const X = x => P + (x - x0) / (x1 - x0) * (W - 20 - P), Y = y => H - P - (y - y0) / (y1 - y0) * (H - P - 20);
-  const xl = state.emb === "pca" ? "PC1 (" + (100 * D.pcaVar[0]).toFixed(1) + " % of variance)" : "t-SNE 1 (no unit)";
-  const yl = state.emb === "pca" ? "PC2 (" + (100 * D.pcaVar[1]).toFixed(1) + " % of variance)" : "t-SNE 2 (no unit)";
-  let h = axes(null, x0, x1, y0, y1, W, H, P, xl, yl);
-  for (let i = 0; i < N; i++) h += "<circle class='pt" + (visible(i) ? "" : " dim") + (i === state.sel ? " sel" : "") + "' data-i='" + i +
-    "' cx='" + X(pts[i][0]).toFixed(1) + "' cy='" + Y(pts[i][1]).toFixed(1) + "' r='4' fill='" + colorOf(labelOf(i)) + "'/>";
-  $("emb").innerHTML = h;
-  for (const c of $("emb").querySelectorAll("circle.pt")) {
-    const i = +c.dataset.i;
-    c.onmouseenter = e => tip(e, D.prompts[i].slice(0, 220) + (D.prompts[i].length > 220 ? "…" : "") + "\n→ " + D.texts[i].slice(0, 160) +
-      "\n" + (state.label ? state.label + ": " + labelOf(i) : ""));
-    c.onmousemove = e => move(e); c.onmouseleave = () => $("tip").style.display = "none";
-    c.onclick = () => openSample(i);
-  }
-}
-function tip(e, text) { const t = $("tip"); t.textContent = text; t.style.display = "block"; move(e); }
-function move(e) { const t = $("tip"); t.style.left = Math.min(e.clientX + 14, innerWidth - 460) + "px"; t.style.top = (e.clientY + 14) + "px"; }
-function openSample(i) {
-  state.sel = i; drawEmb();
-  const m = state.metric; let lo = Infinity, hi = -Infinity;
-  for (let t = 0; t < T; t++) for (let l = 0; l < L; l++) { const v = val(m, i, t, l); if (!isNaN(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); } }
-  let h = "<thead><tr><th>token \\ layer</th>" + [...Array(L).keys()].map(l => "<th title='layer " + l + "'>" + ((l + 1) / L).toFixed(2) + "</th>").join("") + "</tr></thead><tbody>";
-  for (let t = 0; t < T; t++) {
-    const g = TOK ? TOK[i * T + t] : 65535;
-    h += "<tr><th class='gen' data-id='" + g + "'>" + esc(JSON.stringify(tokStr(g)).slice(1, -1) || "·") + "</th>";
-    for (let l = 0; l < L; l++) { const v = val(m, i, t, l), k = TOP ? TOP[(i * T + t) * L + l] : 65535, p = TOPP ? TOPP[(i * T + t) * L + l] / 255 : NaN;
-      const x = (v - lo) / ((hi - lo) || 1), s = tokStr(k);
-      h += "<td data-id='" + k + "' style='background:" + (isNaN(v) ? "#eee" : viridis(x)) + ";color:" + (x > 0.6 ? "#000" : "#fff") +
-        "' title='token " + t + ", layer " + l + " (depth " + ((l + 1) / L).toFixed(2) + "): " + esc(m) + " = " + (isNaN(v) ? "n/a" : v.toFixed(3)) +
-        (TOP ? "; top token " + esc(JSON.stringify(s)) + " p = " + p.toFixed(3) : "") + "'>" + esc(s.trim().slice(0, 5)) + "</td>"; }
-    h += "</tr>"; }
-  $("grid").innerHTML = h + "</tbody>";
-  $("stitle").textContent = "Sample " + i + " of " + N;
-  $("slabel").textContent = Object.keys(D.labels).map(k => k + ": " + D.labels[k][i]).join(" | ") +
-    " | colour: " + m + " from " + lo.toFixed(2) + " (dark) to " + hi.toFixed(2) + " (light)";
-  $("sprompt").textContent = D.prompts[i]; $("stext").textContent = D.texts[i];
-}
-function step(d) { const vis = [...Array(N).keys()].filter(visible); if (!vis.length) return;
-  const at = vis.indexOf(state.sel); openSample(vis[(at + d + vis.length) % vis.length]); }
-function draw() { const n = [...Array(N).keys()].filter(visible).length;
-  $("count").textContent = n + " of " + N + " samples match"; $("ptitle").textContent = "Class-mean profiles: " + state.metric;
-  drawProfiles(); drawEmb(); }
-summary(); controls(); draw();
-</script></body></html>
-"""
 
 if __name__ == "__main__":
     from .cli import run_main
