@@ -109,6 +109,8 @@ COMMANDS = {
     "formats": ("run:formats", "generate_format_dataset.py", "output-format profiles"),
     "classify-formats": ("classify_formats", "classify_formats.py", "k-NN classification of output formats"),
     "explore": ("explore", "-m model_inspector.explore", "an interactive HTML explorer of a results file"),
+    "strategies": ("strategies", "-m model_inspector.commands.strategies", "expansion and pruning layers (dH) of a "
+                   "results file"),
 }
 
 

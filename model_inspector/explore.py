@@ -22,7 +22,6 @@ uint8 (1/255).
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
+from .options import ArgumentParser, Integer, Option, Text, add_flags, option, parse_checked
 
 __all__ = ["MAX_COLOURS", "MAX_SAMPLES", "ExplorerData", "build_report", "explorer_data", "main", "safe_json",
            "tidy_evaluation", "write_report"]
@@ -289,12 +289,13 @@ def _embeddings(mean: np.ndarray, seed: int) -> tuple[dict[str, np.ndarray], lis
 
 
 def explorer_data(path: str | Path, *, metric: str | None = None, max_samples: int = MAX_SAMPLES,
-                  seed: int = 42) -> ExplorerData:
-    """Read results file ``path`` into the page's :class:`ExplorerData` (t-SNE and PCA of the mean profiles)."""
+                  seed: int = 42, trust: bool = False) -> ExplorerData:
+    """Read results file ``path`` into the page's :class:`ExplorerData` (t-SNE and PCA of the mean profiles);
+    ``trust``: read a pickle without the restricted unpickler (``--trust_pickle``)."""
     from .results import Results
 
     path = Path(path)
-    res = Results.load(path)
+    res = Results.load(path, trust=trust)
     metrics = res.metric_keys
     if not metrics:
         raise UserError(f"{path} holds no [step, layer] profiles to explore (expected columns like 'entropy')")
@@ -353,11 +354,12 @@ def explorer_data(path: str | Path, *, metric: str | None = None, max_samples: i
         evaluations=_evaluations(path), default_label=default)
 
 
-def build_report(path: str | Path, *, metric: str | None = None, max_samples: int = MAX_SAMPLES, seed: int = 42) -> str:
+def build_report(path: str | Path, *, metric: str | None = None, max_samples: int = MAX_SAMPLES, seed: int = 42,
+                 trust: bool = False) -> str:
     """The explorer page of results file ``path`` as one HTML string."""
     from .explore_page import PAGE
 
-    data = explorer_data(path, metric=metric, max_samples=max_samples, seed=seed)
+    data = explorer_data(path, metric=metric, max_samples=max_samples, seed=seed, trust=trust)
     title = html.escape(f"Entropy-Lens explorer: {Path(path).name}", quote=True)
     head, rest = PAGE.split("__TITLE__", 1)
     middle, tail = rest.split("__DATA__", 1)
@@ -373,24 +375,28 @@ def write_report(path: str | Path, out: str | Path | None = None, **kwargs) -> P
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="entropy-lens explore", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+#: this command's own options (``--metric`` and ``--trust_pickle`` are the shared ones)
+OPTIONS = (
+    Option("out", None, "the HTML file to write (default: FILE with .html)", Text(), group="explore"),
+    Option("max_samples", MAX_SAMPLES, "samples in the page; more are subsampled evenly", Integer(min=1),
+           group="explore"),
+)
+
+
+def build_parser():
+    p = ArgumentParser(prog="entropy-lens explore", description=__doc__)
     p.add_argument("file", help="results file (.pkl or .npz from the experiment scripts)")
-    p.add_argument("--out", default=None, help="the HTML file to write (default: FILE with .html)")
-    p.add_argument("--metric", default=None, help="the metric shown first (default: entropy)")
-    p.add_argument("--max_samples", type=int, default=MAX_SAMPLES,
-                   help=f"samples in the page; more are subsampled evenly (default: {MAX_SAMPLES})")
+    add_flags(p, ["metric", "trust_pickle"], extra=OPTIONS)
     return p
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_checked(build_parser(), argv, [option("metric"), option("trust_pickle"), *OPTIONS])
     from .storage import preflight_output
 
     out = Path(args.out) if args.out else Path(args.file).with_suffix(".html")
     preflight_output(out)
-    written = write_report(args.file, out, metric=args.metric, max_samples=args.max_samples)
+    written = write_report(args.file, out, metric=args.metric, max_samples=args.max_samples, trust=args.trust_pickle)
     print(f"wrote {written} ({written.stat().st_size / 1e6:.2f} MB); open it in a browser")
     return 0
 

@@ -498,10 +498,13 @@ for _opt in (
     Option("no_progress", False, "no progress bar", _BOOL, group="output", switch=True),
     Option("skip_bad_rows", False, "skip and count data rows that break the format rules instead of stopping at the "
            "first", _BOOL, group="data", switch=True),
+    Option("trust_pickle", False, "read pickles without the restricted unpickler: any code a file holds runs (only "
+           "for files you wrote yourself)", _BOOL, group="output", switch=True),
     # --- evaluations of results files
     Option("label", None, "what to predict: correct (MMLU), prompt (task class), or any per-sample key",
            Text(), group="analysis"),
-    Option("metric", "entropy", "profile key to use as features", Text(none=False), group="analysis"),
+    Option("metric", None, "the profile column to use, e.g. entropy, renyi_0.5 (default: entropy, else the file's "
+           "first metric)", Text(), group="analysis"),
     Option("k", 29, "neighbours", Integer(min=1), group="analysis"),
     Option("folds", 10, "CV folds", Integer(min=1), group="analysis"),
     Option("num_windows", None, "features: window means over generated tokens, flattened (default: the mean profile)",

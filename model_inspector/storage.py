@@ -79,11 +79,17 @@ def preflight_output(path: str | Path) -> Path:
 
 
 def unpickle(payload: bytes, *, source: str, trust: bool = False):
-    """The object pickled in ``payload`` (read from ``source``). Raises :class:`ResultsFileError` with a one-line
-    reason when it is not a readable pickle."""
+    """The object pickled in ``payload`` (read from ``source``), read by the restricted unpickler
+    (:mod:`model_inspector.safe_pickle`: arrays, numbers, strings, tensors and tables only; anything else is refused
+    with one line before it runs). ``trust=True`` (``--trust_pickle``): plain ``pickle``, which runs whatever code the
+    file holds. Raises :class:`ResultsFileError` with a one-line reason when it is not a readable pickle."""
+    from .safe_pickle import UnsafePickleError, safe_loads
+
     try:
-        return pickle.loads(payload)  # noqa: S301 - see the README: results files are trusted input here
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError, ValueError) as exc:
+        return safe_loads(payload, source=source, trust=trust)
+    except UnsafePickleError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any other failure to unpickle is a damaged file
         raise ResultsFileError(f"{source} is not a readable results pickle ({type(exc).__name__}); it may be truncated "
                                "or corrupt: re-run the experiment (with --resume if a partial file exists)") from None
 

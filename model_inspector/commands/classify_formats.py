@@ -3,7 +3,7 @@
 fold), macro one-vs-rest ROC-AUC against a stratified dummy baseline, an 80/20 stratified split
 report and a confusion-matrix plot per alpha.
 
-Formats files are pickles: load only files you trust.
+Formats files are read by the restricted unpickler (no code in a file runs; --trust_pickle lifts it).
 
 Example:
   python3 classify_formats.py -d data/gemma/formats.pkl -a 0.5 1 5 -k 5
@@ -38,12 +38,12 @@ OPTIONS = (
 def build_parser():
     p = ArgumentParser(description=__doc__)
     add_flags(p, ["folds"], extra=OPTIONS)
-    add_flags(p, ["out_dir"], extra=())
+    add_flags(p, ["out_dir", "trust_pickle"])
     return p
 
 
 def parse_args(argv=None):
-    args = parse_checked(build_parser(), argv, [option("folds"), option("out_dir"), *OPTIONS])
+    args = parse_checked(build_parser(), argv, [option("folds"), option("out_dir"), option("trust_pickle"), *OPTIONS])
     if args.data is None:
         raise UserError("-d/--data is required: the formats file from generate_format_dataset.py")
     return args
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
 
     if not Path(args.data).is_file():
         raise ResultsFileError(f"formats file not found: {args.data} (create it with generate_format_dataset.py)")
-    df = Results.load(args.data).to_records()
+    df = Results.load(args.data, trust=args.trust_pickle).to_records()
     available = sorted(df["alpha"].unique())
     alphas = args.alphas or available
     missing = [a for a in alphas if not np.isclose(available, a).any()]

@@ -9,8 +9,8 @@ semantic); --label correct: MMLU correctness; any other per-sample key of the fi
 Reads this library's files and the original code's (raw `activations`: the entropies are recomputed
 with the model named in the file, --bs activations at a time).
 
-Results files are pickles: loading one runs code, so load only files you trust (.npz files written
-by this library load without executing anything).
+Results files are read by the restricted unpickler: no code in a file runs (--trust_pickle lifts that for files
+you wrote yourself; .npz files hold no pickle at all).
 
 Example:
   python3 run_tests.py results/gemma-2-2b-it_tinystories_100.pkl --bs 8 --label "prompt"
@@ -39,7 +39,8 @@ OPTIONS = (
            switch=True),
     Option("model", None, "model for files with raw activations (default: the file's)", Text(), group="evaluate"),
 )
-SHARED = ["label", "num_windows", "metric", "k", "folds", "no_plot", "out_dir"] + [o.name for o in group("model")]
+SHARED = ["label", "num_windows", "metric", "k", "folds", "no_plot", "out_dir", "trust_pickle"] + [
+    o.name for o in group("model")]
 
 
 def build_parser():
@@ -70,7 +71,11 @@ def labels_of(data, label: str) -> np.ndarray:
 def ensure_entropy(data: dict, args) -> None:
     """Original-format files hold raw activations [T, L, d]: recompute Shannon entropies [T, L]."""
     from ..errors import ResultsFileError
+    from ..results import Results
 
+    if args.metric is None:  # the default: entropy, else the file's first metric
+        keys = Results.from_dict(data).metric_keys if isinstance(data, dict) else data.metric_keys
+        args.metric = "entropy" if "entropy" in keys or not keys else keys[0]
     if args.metric in data:
         return
     if "activations" not in data:
@@ -142,7 +147,7 @@ def main(argv=None) -> int:
     src = Path(args.file)
     stem = str(Path(args.out_dir) / src.stem if args.out_dir else src.with_suffix(""))
     preflight_output(f"{stem}_tm_overall.csv")  # before any (slow) work
-    data = Results.load(args.file)
+    data = Results.load(args.file, trust=args.trust_pickle)
     if len(data) == 0:
         raise ResultsFileError(f"{args.file} holds no samples")
     overall, subject, X, y = evaluate(data, args)

@@ -20,43 +20,27 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 from pathlib import Path
 
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (got {value})")
-    return value
+from ..options import ArgumentParser, Integer, Option, add_flags, option, parse_checked
 
 
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (got {value})")
-    return value
+#: this command's own options (the shared ones are declared in :mod:`model_inspector.options`)
+OPTIONS = (
+    Option("n_boot", 1000, "bootstrap resamples", Integer(min=1), group="strategies"),
+    Option("seed", 0, "bootstrap seed", Integer(), group="strategies"),
+    Option("exclude_edges", 1, "layers dropped at each end for the interior variant (0: all transitions only)",
+           Integer(min=0), group="strategies"),
+)
+SHARED = ["metric", "label", "k", "out_dir", "no_plot", "trust_pickle"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("file", help="results file (.npz, or a .pkl from the experiment scripts: trusted files only)")
-    p.add_argument("--metric", default=None,
-                   help="profile column, e.g. entropy, renyi_0.5 (default: entropy, else the file's first)")
-    p.add_argument("--label", default=None,
-                   help="classes: prompt (task class), correct, format, or any per-sample key (default: all samples)")
-    p.add_argument("--k", type=_positive_int, default=3, help="top transitions per kind in the CSV (default: 3)")
-    p.add_argument("--n_boot", type=_positive_int, default=1000, help="bootstrap resamples (default: 1000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
-    p.add_argument("--exclude_edges", type=_non_negative_int, default=1,
-                   help="layers dropped at each end for the interior variant (default: 1; 0: all transitions only)")
-    p.add_argument("--out_dir", default=None, help="folder for the CSV and the plot (default: beside FILE)")
-    p.add_argument("--no_plot", action="store_true", help="skip the plot")
+def build_parser():
+    p = ArgumentParser(description=__doc__)
+    p.add_argument("file", help="results file (.npz, or a .pkl from the experiment scripts)")
+    add_flags(p, SHARED, {"k": 3}, extra=OPTIONS)
     return p
 
 
@@ -89,12 +73,12 @@ def report_lines(result) -> list[str]:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_checked(build_parser(), argv, [option(n) for n in SHARED] + list(OPTIONS))
     from ..errors import UserError
     from ..results import Results
     from ..strategies import plot_strategies, strategies_from_results, write_strategies
 
-    res = Results.load(args.file)
+    res = Results.load(args.file, trust=args.trust_pickle)
     if len(res) == 0:
         raise UserError(f"{args.file} holds no samples")
     result = strategies_from_results(res, metric=args.metric, label=args.label, k=args.k, n_boot=args.n_boot,

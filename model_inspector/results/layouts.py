@@ -98,7 +98,8 @@ def records_from_state(state: dict):
 def read(path: str | Path, *, trust: bool = False) -> dict:
     """Read a results file in any layout (or an unfinished run's sidecar when the file does not exist) into a
     run's state. Raises :class:`ResultsFileError` with a one-line reason for a missing, corrupt or unknown file.
-    Pickles are read by the restricted unpickler (``trust=True``: plain pickle, runs code: your own files only)."""
+    Pickles are read by the restricted unpickler (:func:`~model_inspector.storage.unpickle`; ``trust=True``: plain
+    pickle, which runs whatever code the file holds: your own files only)."""
     p = Path(path)
     if not p.is_file():
         store = PartsStore(p)
@@ -113,8 +114,8 @@ def read(path: str | Path, *, trust: bool = False) -> dict:
     data = validate(data, p)
     meta = data.get("metadata")
     if not (isinstance(meta, dict) and meta.get("format") == FORMAT):
-        print(f"warning: {p} was not written by entropy-lens (no metadata.format); loading a pickle runs code, so "
-              "load only files you trust", file=sys.stderr)
+        print(f"warning: {p} was not written by entropy-lens (no metadata.format): read as the original code's "
+              "format, with no run identity", file=sys.stderr)
     return data
 
 

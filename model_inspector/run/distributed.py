@@ -36,7 +36,8 @@ def process_state():
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def _finish_cut_merge(samples, cfg, out_path: Path, *, resume: bool, overwrite: bool, save, load_inspector) -> dict | None:
+def _finish_cut_merge(samples, cfg, out_path: Path, *, resume: bool, overwrite: bool, save,
+                      trust_pickle: bool = False) -> dict | None:
     """A single process meeting the sidecars of a data-parallel run of the same output."""
     found = shard_stores(out_path)
     if not found or overwrite:
@@ -55,11 +56,11 @@ def _finish_cut_merge(samples, cfg, out_path: Path, *, resume: bool, overwrite: 
     identity = cfg.identity(samples)
     for s in stores:
         identity.check(s.read_meta().get("identity"), s.dir, partial=True)
-    return merge_shards(out_path, world, save=save)
+    return merge_shards(out_path, world, save=save, trust_pickle=trust_pickle)
 
 
 def run_distributed(samples, cfg, out_path, *, load_inspector, resume=False, overwrite=False, progress=True,
-                    save=None, **kwargs) -> dict | None:
+                    save=None, trust_pickle: bool = False, **kwargs) -> dict | None:
     """``run_profiling`` over all processes. Returns the merged results on rank 0 (or the single
     process), ``None`` on the other ranks. ``load_inspector(device)`` gets each process's device."""
     out_path = Path(out_path)
@@ -68,11 +69,12 @@ def run_distributed(samples, cfg, out_path, *, load_inspector, resume=False, ove
         preflight_output(out_path)
         with OutputLock(out_path):
             merged = _finish_cut_merge(samples, cfg, out_path, resume=resume, overwrite=overwrite, save=save,
-                                       load_inspector=load_inspector)
+                                       trust_pickle=trust_pickle)
             if merged is not None:
                 return merged
             return run_profiling(samples, cfg, out_path, load_inspector=lambda: load_inspector(None), resume=resume,
-                                 overwrite=overwrite, progress=progress, save=save, lock=False, **kwargs)
+                                 overwrite=overwrite, progress=progress, save=save, lock=False,
+                                 trust_pickle=trust_pickle, **kwargs)
     from accelerate.utils import broadcast_object_list
 
     rank, world = state.process_index, state.num_processes
@@ -91,7 +93,7 @@ def run_distributed(samples, cfg, out_path, *, load_inspector, resume=False, ove
         if out_path.exists() and not (resume or overwrite):
             raise FileExistsError(f"{out_path} exists; pass --resume to continue it or --overwrite to replace it")
         if out_path.exists() and resume:
-            done = read_results(out_path)
+            done = read_results(out_path, trust=trust_pickle)
             meta = done.get("metadata") or {}
             identity = cfg.identity(samples)
             identity.check(meta.get("identity"), out_path, partial=True)
@@ -101,11 +103,11 @@ def run_distributed(samples, cfg, out_path, *, load_inspector, resume=False, ove
         run_profiling(samples, cfg, mine, load_inspector=lambda: load_inspector(str(state.device)),
                       resume=resume, overwrite=overwrite, progress=progress and state.is_main_process,
                       shard=(rank, world), save=save, finalize=False, lock=False,  # rank 0 holds the lock
-                      **kwargs)
+                      trust_pickle=trust_pickle, **kwargs)
         state.wait_for_everyone()
         if not state.is_main_process:
             return None
-        return merge_shards(out_path, world, save=save)
+        return merge_shards(out_path, world, save=save, trust_pickle=trust_pickle)
     finally:
         if lock is not None:
             lock.release()

@@ -72,7 +72,7 @@ def library_versions() -> dict:
 
     from .. import __version__
 
-    return {"entropy_lens": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+    return {"entropy_lens": __version__, "torch": str(torch.__version__), "transformers": transformers.__version__,
             "numpy": np.__version__, "scikit-learn": sklearn.__version__, "python": platform.python_version()}
 
 
@@ -117,7 +117,7 @@ def _storage_errors(path: Path, store: PartsStore, n_done: Callable[[], int]):
 
 
 def _existing(out_path: Path, store: PartsStore, identity: RunIdentity, *, resume: bool,
-              overwrite: bool) -> tuple[dict, dict]:
+              overwrite: bool, trust_pickle: bool = False) -> tuple[dict, dict]:
     """``(rows so far, recorded metadata)`` of an existing sidecar or file, after the identity check."""
     if overwrite:
         store.remove()
@@ -130,11 +130,11 @@ def _existing(out_path: Path, store: PartsStore, identity: RunIdentity, *, resum
             raise FileExistsError(f"an unfinished run of {out_path} exists ({store.dir}); pass --resume to continue "
                                   "it or --overwrite to start again")
         identity.check(meta.get("identity"), out_path, partial=True)
-        return store.read_rows(), meta
+        return store.read_rows(trust=trust_pickle), meta
     if out_path.exists():
         if not resume:
             raise FileExistsError(f"{out_path} exists; pass --resume to continue it or --overwrite to replace it")
-        state = read_results(out_path)  # any layout (see results.layouts)
+        state = read_results(out_path, trust=trust_pickle)  # any layout (see results.layouts)
         meta = dict(state.pop("metadata", None) or {})
         identity.check(meta.get("identity"), out_path, partial=True)
         return state, meta
@@ -158,6 +158,7 @@ def run_profiling(
     shard: tuple[int, int] = (0, 1),
     finalize: bool = True,
     lock: bool = True,
+    trust_pickle: bool = False,
 ) -> dict:
     """Profile ``samples`` and write the results dict to ``out_path``.
 
@@ -168,7 +169,8 @@ def run_profiling(
     ``fields_fn(profile, i)``: the per-sample fields of a profile row (default: :func:`profile_fields`).
     ``finalize=False`` leaves the rows in the sidecar (marked complete) instead of writing the
     file; ``save(path, state)`` overrides how it is written (default: :func:`write_results`, in the
-    layout ``metadata["layout"]`` names). Returns the results dict."""
+    layout ``metadata["layout"]`` names). ``trust_pickle``: read an existing file or sidecar without the
+    restricted unpickler (``--trust_pickle``). Returns the results dict."""
     out_path = Path(out_path)
     if update_steps is None or update_steps < 1:
         raise UserError(f"--update_steps must be a positive integer (got {update_steps})")
@@ -179,7 +181,8 @@ def run_profiling(
     store = PartsStore(out_path)
     with (OutputLock(out_path) if lock else nullcontext()), _storage_errors(out_path, store, lambda: 0):
         remove_stale_temporaries(out_path)
-        rows, old_meta = _existing(out_path, store, identity, resume=resume, overwrite=overwrite)
+        rows, old_meta = _existing(out_path, store, identity, resume=resume, overwrite=overwrite,
+                                   trust_pickle=trust_pickle)
         return _run(samples, cfg, out_path, store, identity, rows, old_meta, load_inspector=load_inspector,
                     update_steps=update_steps, label_fn=label_fn, fields_fn=fields_fn or profile_fields,
                     save=save or write_results,

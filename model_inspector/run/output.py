@@ -42,7 +42,7 @@ def shard_stores(out_path: str | Path) -> dict[int, list[PartsStore]]:
     return found
 
 
-def merge_shards(out_path: str | Path, world: int, *, save=None) -> dict:
+def merge_shards(out_path: str | Path, world: int, *, save=None, trust_pickle: bool = False) -> dict:
     """Join the sidecars of ``world`` shards, sort the rows into sample order (``sample_index``), write
     ``out_path`` atomically and delete the sidecars. Each shard's rows are read once. The result
     equals the file one process writes with the same settings (metadata aside). A merge cut short is
@@ -59,7 +59,7 @@ def merge_shards(out_path: str | Path, world: int, *, save=None) -> dict:
     ids = {json.dumps(m.get("identity"), sort_keys=True) for m in metas}
     if len(ids) != 1:
         raise IdentityMismatch(f"cannot merge {out_path}: its shards were made with other settings; --overwrite")
-    parts = [s.read_rows() for s in stores]
+    parts = [s.read_rows(trust=trust_pickle) for s in stores]
     merged: dict = {k: [v for d in parts for v in d[k]] for k in parts[0]}
     if "sample_index" not in merged:
         raise ResultsFileError(f"cannot merge {out_path}: its shards were written by an older entropy-lens (no "
