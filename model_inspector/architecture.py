@@ -10,7 +10,15 @@
   stream* for attention and MLP (TransformerLens ``hook_attn_out`` / ``hook_mlp_out``), found by
   tracing one forward of a block and checking ``out = in + attn + mlp``.
 * :data:`PREPEND_BOS` / :func:`default_prepend_bos` — the BOS policy TransformerLens applied.
-* :func:`first_tensor` — the hidden state inside a module output (tensor, tuple or ModelOutput).
+* :func:`first_tensor` / :func:`map_first_tensor` — the hidden state inside a module output (tensor, tuple or
+  ModelOutput), read or rewritten.
+* :func:`context_length`, :func:`hidden_size`, :func:`fallback_token`, :func:`pad_token_id` — config and tokenizer
+  facts, read under every architecture's names.
+* :data:`LENS_SPECS` / :func:`register_lens_spec` — user overrides keyed by ``model_type``; :func:`load_lens_spec`
+  reads one for ``--lens_spec module:NAME``.
+
+It is longer than the other modules (about 480 lines) on purpose: every piece of per-architecture knowledge lives
+here and nowhere else (nnterp's rule), so that adding an architecture rule touches one file.
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ def load_inspector(args, device: str | None = None, *, cfg=None):
     return ModelInspector(args.model, device=want, dtype=dtype, device_map=device_map,
                           max_memory=parse_max_memory(getattr(args, "max_memory", None)),
                           budget_bytes=int(float(getattr(args, "budget_mb", 256)) * 2**20),
-                          compile=bool(getattr(args, "compile", False)),
+                          compile=bool(getattr(args, "compile", False)), random_init=getattr(args, "random_init", None),
                           lens_spec=load_lens_spec(args.lens_spec) if getattr(args, "lens_spec", None) else None)
 
 

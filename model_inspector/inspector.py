@@ -40,13 +40,14 @@ class ModelInspector:
     one-off compilation of seconds; see the README's Performance section).
     ``threads``: set torch's CPU threads (``"auto"``: the cores this process may use less the current
     load; ``None``: leave torch's setting alone).
+    ``random_init``: load the architecture with seeded random weights instead (the random-weights control).
     ``lens_spec``: a :class:`~model_inspector.architecture.LensSpec` overriding the lens's resolution
     (blocks, final modules, head, logit transforms) for models no rule covers.
     """
 
     def __init__(self, model_name_or_model, tokenizer=None, device="auto", dtype="auto", *, device_map=None,
                  max_memory=None, verify: bool = True, budget_bytes: int = DEFAULT_BUDGET_BYTES,
-                 compile: bool = False, lens_spec=None, threads: int | None = None):
+                 compile: bool = False, lens_spec=None, threads: int | None = None, random_init: int | None = None):
         if threads is not None:
             from .threads import set_threads
 
@@ -61,8 +62,8 @@ class ModelInspector:
             from . import loading as model_manager  # the seam: loading lives in loading.py
 
             self.model, self.tokenizer = model_manager.load_model(
-                str(model_name_or_model), device=device, dtype=dtype, device_map=device_map, max_memory=max_memory
-            )
+                str(model_name_or_model), device=device, dtype=dtype, device_map=device_map, max_memory=max_memory,
+                random_init=random_init)
             self.name = str(model_name_or_model)
         self.lens = LogitLens(self.model, verify=verify, compile=compile, spec=lens_spec)
         self.budget_bytes = budget_bytes

@@ -10,7 +10,11 @@ module is this one): aliases, HF hub ids, local directories, GGUF files, embedde
 4. anything else as an HF hub id.
 
 GGUF files are de-quantised and converted once into a safetensors cache directory
-(``$ENTROPY_LENS_CACHE``, default ``~/.cache/entropy_lens``), so later loads take about a second.
+(``$ENTROPY_LENS_CACHE``, default ``~/.cache/entropy_lens``), so later loads skip the conversion.
+
+It is longer than most modules (about 430 lines) because it is also the original code's ``model_manager`` module
+(``import model_manager`` is this one): the model table (``get_model_list``) and loading stay together so that code
+written against the original finds every name where it was.
 """
 
 from __future__ import annotations
@@ -368,8 +372,12 @@ def _check_hub_model(name: str, hf_id: str) -> None:
 
 
 def load_model(name_or_path: str, device: str | torch.device | None = "auto", dtype: str | torch.dtype | None = "auto",
-               device_map=None, max_memory: dict | None = None, offload_folder: str | os.PathLike | None = None):
+               device_map=None, max_memory: dict | None = None, offload_folder: str | os.PathLike | None = None,
+               random_init: int | None = None):
     """Load ``(model, tokenizer)``, frozen (eval mode, no gradients).
+
+    ``random_init=SEED``: the same architecture (the model's own config and tokenizer) with seeded random weights,
+    as ``from_config`` initialises them: the random-weights control of an experiment.
 
     ``device``: ``auto`` (cuda → mps → cpu) or a torch device string; ``dtype``: ``auto`` (bf16/fp16
     on GPU, fp32 on CPU) or a name; ``device_map``: e.g. ``"auto"`` to shard over GPUs through
@@ -407,7 +415,10 @@ def load_model(name_or_path: str, device: str | torch.device | None = "auto", dt
             kwargs["max_memory"] = max_memory
     try:
         tokenizer = AutoTokenizer.from_pretrained(src)
-        model = AutoModelForCausalLM.from_pretrained(src, **kwargs)
+        if random_init is None:
+            model = AutoModelForCausalLM.from_pretrained(src, **kwargs)
+        else:
+            model = random_weights_model(src, random_init, dt)
     except (OSError, ValueError) as exc:
         if kind in ("hub",) or "does not appear to have" in str(exc) or "not a valid" in str(exc).lower():
             raise _not_found(str(name_or_path), tried, exc) from None
@@ -431,3 +442,18 @@ def resolve_placement(device="auto", dtype="auto", device_map=None) -> tuple[str
         return None, (str(dt).replace("torch.", "") if dt is not None else None)
     dev = pick_device(device)
     return dev.type, str(pick_dtype(dtype, dev)).replace("torch.", "")
+
+
+def random_weights_model(src, seed: int, dtype):
+    """The architecture of the model in ``src`` (its config) with weights drawn by its own initialiser under
+    ``torch.manual_seed(seed)``: same shapes, tokenizer and lens, no training."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(src)
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(int(seed))
+        model = AutoModelForCausalLM.from_config(config)
+    finally:
+        torch.random.set_rng_state(state)
+    return model.to(dtype) if dtype is not None else model

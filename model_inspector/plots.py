@@ -18,14 +18,23 @@ def _plt():
     return plt
 
 
+_FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
 def save_figure(fig, path: str | Path, formats=("png",)) -> list[Path]:
-    """Save ``fig`` as ``path`` with each suffix in ``formats``; returns the written paths."""
+    """Save ``fig`` as ``path`` with each suffix in ``formats``, atomically; returns the written paths."""
+    import io
+
+    from .storage import atomic_write_bytes
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     out = []
     for fmt in formats:
-        p = path.with_suffix("." + fmt)
-        fig.savefig(p, dpi=150, bbox_inches="tight")
+        base = path.name[: -len(path.suffix)] if path.suffix.lower() in _FIGURE_SUFFIXES else path.name
+        p = path.with_name(f"{base}.{fmt}")
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=150, bbox_inches="tight")
+        atomic_write_bytes(p, buf.getvalue())
         out.append(p)
     _plt().close(fig)
     return out

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import UserError
 
-__all__ = ["DataError", "Field", "Text", "Choices", "AnswerIndex", "Record", "HubSource", "read_records",
+__all__ = ["DataError", "Field", "Text", "Choices", "AnswerIndex", "Record", "DataSource", "HubSource", "read_records",
            "parse_rows", "load_rows"]
 
 
@@ -108,6 +108,16 @@ class Record:
         if len(missing) > 1:
             raise ValueError(f"lacks column(s) {', '.join(missing)} (need {', '.join(self.fields)})")
         return {**{k: f.parse(row, k) for k, f in self.fields.items()}, "index": index}
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where an experiment's rows come from: what a row is (``record``), the HuggingFace hub dataset read by default
+    (``hub``; ``None``: a local file only) and the ``--data_file`` flag's help."""
+
+    record: Record
+    hub: "HubSource | None" = None
+    help: str = "local data (jsonl/json/parquet/csv) instead of the hub"
 
 
 @dataclass(frozen=True)

@@ -186,6 +186,23 @@ class OutputLock:
         self.lock_path = self.path.with_name(f".{self.path.name}.lock")
         self._lock = None
 
+    def held_by(self) -> str | None:
+        """Who holds the lock now (``"pid N on HOST since T (COMMAND)"``), or ``None`` when no run holds it. Creates
+        no lock file."""
+        import filelock
+
+        if not self.lock_path.exists():
+            return None
+        probe = filelock.FileLock(str(self.lock_path), timeout=0)
+        try:
+            probe.acquire()
+        except filelock.Timeout:
+            h = self.holder()
+            return (f"pid {h.get('pid')} on {h.get('host')} since {h.get('since')} ({h.get('command', '?')})" if h
+                    else "another process")
+        probe.release()
+        return None
+
     def holder(self) -> dict:
         try:
             return json.loads(self.lock_path.read_text() or "{}")

@@ -45,7 +45,7 @@ def test_tinystories_script_and_evaluation(tiny_dir, stories_file, tmp_path):
     assert "nats" in meta["metrics"]["entropy"]
     proc = run_script("run_tests.py", out, "--bs", 8, "--label", "prompt")
     assert "ROC-AUC" in proc.stdout
-    csv = tmp_path / "tiny-llama_tinystories_2_tm_overall.csv"
+    csv = tmp_path / "tiny-llama_tinystories_2_tm_prompt_k29_10fold_overall.csv"  # named by label, k used, folds
     import pandas as pd
 
     row = pd.read_csv(csv).iloc[0]
@@ -53,7 +53,7 @@ def test_tinystories_script_and_evaluation(tiny_dir, stories_file, tmp_path):
                 "model_auc_by_fold", "baseline_auc_by_fold", "correct"):
         assert col in row.index
     assert 0 <= row["model_roc_auc"] <= 1
-    assert (tmp_path / "tiny-llama_tinystories_2_profiles.png").stat().st_size > 5000
+    assert (tmp_path / "tiny-llama_tinystories_2_tm_prompt_k29_10fold_profiles.png").stat().st_size > 5000
     # refusing to overwrite leaves the file byte-identical
     before = out.read_bytes()
     proc = run_script("run_experiments_ts.py", tiny_dir, "tinystories", "--n_stories", 2, "--data_file", stories_file,

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from helpers import run_script
 
-from model_inspector.results import Results, load_results
+from model_inspector.results import Results
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTHS = (800, 1400)
@@ -222,6 +222,11 @@ def test_explorer_in_a_real_browser(real_run, tmp_path):
     finally:
         driver.quit()
     print(f"screenshots in {tmp_path}")
+
+
+# ------------------------------------------------------------------------------------------- synthetic files
+LONG = "unbelievably_long_token"
+TOKENS = [" ", "\n", "\t", " the", "'d", '"q"', LONG, "A", " B", ""]
 
 
 def mmlu_like(path: Path, n: int = 48, t: int = 4, layers: int = 6) -> None:

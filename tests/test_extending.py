@@ -34,13 +34,14 @@ def words_file(tmp_path):
 def test_a_toy_experiment_is_one_registration(tiny_dir, words_file, tmp_path, capsys):
     """A few lines (rows, a prompt, a label) make an experiment that runs through the CLI, resumes and explores."""
     from model_inspector.experiments import Experiment, Sample, register_experiment, unregister_experiment
-    from model_inspector.options import Option, Text
+    from model_inspector.readers import DataSource, Record, Text
 
     @register_experiment
     class Toy(Experiment):
-        name = dataset = "toy"
-        description = "Toy: ask the model to say each word; label: short or long word."
-        options = (Option("data_file", None, "words (jsonl with a 'text' column)", Text(), group="toy"),)
+        """Toy: ask the model to say each word; label: short or long word."""
+
+        name = "toy"
+        source = DataSource(Record({"text": Text()}), help="words (jsonl with a 'text' column)")
         columns = {"kind": "short (< 5 letters) or long"}
 
         def samples(self, rows, args):

@@ -73,7 +73,7 @@ def test_unreachable_hub_is_one_quick_check(monkeypatch):
 def test_small_samples_say_what_was_done(ts_file, tmp_path):
     proc = run_script("run_tests.py", ts_file, "--label", "prompt", "--folds", 3, "--k", 80, "--out_dir", tmp_path)
     assert "k reduced from 80 to 64" in proc.stdout and "k-NN (k=64)" in proc.stdout
-    row = pd.read_csv(tmp_path / "tiny-llama_tinystories_4_tm_overall.csv").iloc[0]
+    row = pd.read_csv(tmp_path / "tiny-llama_tinystories_4_tm_prompt_k64_3fold_overall.csv").iloc[0]
     assert row["k"] == 80 and row["k_used"] == 64 and row["folds"] == 3
     assert row["correct"] == "continuation:0.333|counting:0.333|semantic:0.333" and abs(row["chance_accuracy"] - 1 / 3) < 1e-9
     too_few = error_line(run_script("run_tests.py", ts_file, "--label", "prompt", "--folds", 40, check=False))

@@ -253,8 +253,8 @@ def test_evaluation_scripts_write_to_out_dir(tiny_dir, stories_file, tmp_path):
                "--max_len", 2, "--results_dir", tmp_path / "r", "--no_progress")
     run_script("run_tests.py", tmp_path / "r" / "tiny-llama_tinystories_2.pkl", "--label", "prompt", "--folds", 3,
                "--k", 5, "--out_dir", tmp_path / "eval")
-    assert (tmp_path / "eval" / "tiny-llama_tinystories_2_tm_overall.csv").exists()
-    assert not (tmp_path / "r" / "tiny-llama_tinystories_2_tm_overall.csv").exists()
+    assert (tmp_path / "eval" / "tiny-llama_tinystories_2_tm_prompt_k5_3fold_overall.csv").exists()
+    assert not list((tmp_path / "r").glob("*_tm_*"))
     (tmp_path / "f").write_text("x")
     one_line_error(run_script("run_tests.py", tmp_path / "r" / "tiny-llama_tinystories_2.pkl", "--out_dir",
                               tmp_path / "f", check=False), "is a file")

@@ -231,3 +231,26 @@ def test_chunk_width_is_aligned_and_within_the_budget():
     assert chunk_size_for(10**6, 49152, budget) == 13  # narrower than the alignment: as the budget allows
     with pytest.raises(ValueError, match="budget_bytes must be > 0"):
         chunk_size_for(1, 10, 0)
+
+
+def test_every_registered_metric_matches_its_reference():
+    """The registry-wide checklist (like scikit-learn's check_estimator): each kind's example parameters on random,
+    peaked, near-uniform and masked logits, in one chunk and in many, against the kind's float64 reference."""
+    from model_inspector.metrics import REGISTRY, check_all_metrics
+
+    counts = check_all_metrics()
+    assert set(counts) == set(REGISTRY) and min(counts.values()) >= 8
+
+
+def test_the_checklist_catches_a_wrong_metric():
+    from model_inspector.metrics import MetricKind, Needs, check_metric, register_metric, unregister_metric
+
+    wrong = MetricKind("half_entropy", key=lambda p: "half_entropy", definition=lambda p: "H / 2",
+                       needs=lambda p: Needs(t=True), finalize=lambda st, p: st.shannon() / 2,
+                       reference=lambda logits, p: direct(logits[..., None, :])["entropy"][..., 0])
+    register_metric(wrong)
+    try:
+        with pytest.raises(AssertionError, match="half_entropy"):
+            check_metric("half_entropy")
+    finally:
+        unregister_metric("half_entropy")

@@ -1,7 +1,16 @@
 """k-NN evaluation of saved entropy profiles (paper's evaluation): k = 29 (Euclidean) on the mean
 profile in stratified 10-fold CV (shuffled, seed 42), macro one-vs-rest ROC-AUC against a stratified
-dummy baseline, paired t-test over folds. Writes FILE_tm_overall.csv (and FILE_tm_subject.csv with
---by_subject), prints a table and saves FILE_profiles.png (mean profile per class).
+dummy baseline, paired t-test over folds. Writes FILE_tm_LABEL_kK_Ffold_overall.csv (and ..._subject.csv with
+--by_subject, ..._controls.csv with --controls), prints a table and saves ..._profiles.png (mean profile per
+class): the names carry what distinguishes one evaluation from another (label, k used, folds; metric and windows
+when not the default), and each CSV records the results file's identity and sample count.
+
+--controls evaluates, in the same folds, what a reviewer asks first: the last layer alone (the model's own output
+entropy), the profile without the last layer, prompt length in tokens alone, label permutations (an empirical
+p-value), and, where the experiment groups its prompts (TinyStories: every story appears in every class), folds
+grouped by that column. --control FILE adds a control run of the same prompts (e.g. the same architecture with random
+weights: profile-ts ... --random_init 0), with a paired test against this file. Every row says its n, its spread
+across folds and its direction and significance against the baseline.
 
 --label prompt: the class is the first word of each sample's prompt label (continuation, counting,
 semantic); --label correct: MMLU correctness; any other per-sample key of the file is used as is.
@@ -38,6 +47,15 @@ OPTIONS = (
     Option("by_subject", False, "also evaluate each MMLU subject (k=25, distance weights)", Flag(), group="evaluate",
            switch=True),
     Option("model", None, "model for files with raw activations (default: the file's)", Text(), group="evaluate"),
+    Option("controls", False, "also evaluate the controls, in the same folds (see above)", Flag(), group="evaluate",
+           switch=True),
+    Option("permutations", 100, "label permutations with --controls (0: none)", Integer(min=0), group="evaluate"),
+    Option("group", None, "with --controls: the per-sample column folds are also grouped by (default: the "
+           "experiment's, story_index for TinyStories)", Text(), group="evaluate"),
+    Option("control", None, "a control run of the same prompts (e.g. --random_init), evaluated in the same folds "
+           "with a paired test against this file", Text(), group="evaluate", metavar="CONTROL_FILE"),
+    Option("allow_partial", False, "evaluate a file that is not complete (an interrupted or running run); the "
+           "outputs say so", Flag(), group="evaluate", switch=True),
 )
 SHARED = ["label", "num_windows", "metric", "k", "folds", "no_plot", "out_dir", "trust_pickle"] + [
     o.name for o in group("model")]
@@ -46,7 +64,7 @@ SHARED = ["label", "num_windows", "metric", "k", "folds", "no_plot", "out_dir", 
 def build_parser():
     p = ArgumentParser(description=__doc__)
     p.add_argument("file", help="results file (.pkl from the experiment scripts, or .npz)")
-    add_flags(p, SHARED, {"label": "correct"}, extra=OPTIONS)
+    add_flags(p, SHARED, extra=OPTIONS)
     return p
 
 
@@ -110,7 +128,8 @@ def evaluate(data: dict, args) -> tuple:
     res["correct"] = float(np.mean(y.astype(str) == str(pos))) if len(res["classes"]) == 2 else balance
     overall = pd.DataFrame([{c: res[c] for c in OVERALL_COLUMNS} | {
         "label": args.label, "k": args.k, "k_used": res["k_used"], "folds": args.folds, "n_samples": res["n_samples"],
-        "classes": "|".join(res["classes"]), "class_balance": balance, "chance_accuracy": max(res["class_counts"]) /
+        "classes": "|".join(res["classes"]), "class_counts": "|".join(map(str, res["class_counts"])),
+        "class_balance": balance, "chance_accuracy": max(res["class_counts"]) /
         res["n_samples"], "model_accuracy": res["model_accuracy"], "baseline_accuracy": res["baseline_accuracy"]}])
     subject = None
     if args.by_subject:
@@ -136,50 +155,190 @@ def evaluate(data: dict, args) -> tuple:
     return overall, subject, X, y
 
 
+def default_label(res) -> str:
+    """``correct`` (the paper's default) when the file has it, else the label its experiment is evaluated by."""
+    if "correct" in res:
+        return "correct"
+    exp = _experiment_of(res)
+    label = exp.evaluation.get("label") if exp is not None else None
+    if label and (label in res or (label == "prompt" and "prompt" in res)):
+        return label
+    raise UserError(f"this file has no 'correct' labels; choose what to predict with --label (it has: "
+                    f"{', '.join(res.label_keys)})")
+
+
+def _experiment_of(res):
+    from ..experiments import EXPERIMENTS, load_builtin
+
+    load_builtin()
+    dataset = (res.metadata.get("identity") or {}).get("dataset") or (res.metadata.get("config") or {}).get("dataset")
+    return EXPERIMENTS.get(dataset)
+
+
+def check_complete(res, path, allow_partial: bool) -> str | None:
+    """A one-line refusal for an incomplete or running file (``None`` when complete); with ``allow_partial`` the
+    line is a note that goes into the outputs."""
+    from ..storage import OutputLock
+
+    meta = res.metadata
+    holder = OutputLock(path).held_by()
+    n, total = len(res), meta.get("n_total")
+    what = None
+    if holder:
+        what = f"{path} is being written by {holder}: {n} samples so far"
+    elif meta.get("complete") is False:
+        what = (f"{path} is incomplete ({n}{f' of {total}' if total else ''} samples: the run was interrupted); finish "
+                "it with --resume")
+    if what and not allow_partial:
+        raise UserError(f"{what}, or pass --allow_partial to evaluate what is there")
+    return what
+
+
+def prompt_lengths(res) -> tuple[np.ndarray, str]:
+    """Prompt length per sample ``[sample]``: tokens where the file records them (``prompt_tokens``), else
+    characters of the prompt (with what it is)."""
+    if "prompt_tokens" in res:
+        return np.asarray(res["prompt_tokens"], dtype=np.float64), "prompt length in tokens alone"
+    if "input" in res:
+        return (np.array([len(str(t)) for t in res["input"]], dtype=np.float64),
+                "prompt length in characters alone (this file records no token counts)")
+    raise UserError("--controls: this file holds neither prompt_tokens nor the prompts (input)")
+
+
+def control_features(data, args, X, y) -> tuple[list, str | None]:
+    """The feature sets of ``--controls`` / ``--control`` (the paper's first) and the column folds are grouped by."""
+    from ..evaluation import Feature, features_from_results
+    from ..results import Results
+
+    L = np.asarray(data[args.metric][0]).shape[-1]
+    W = args.num_windows or 1
+    feats = [Feature("profile", X, f"mean {args.metric} profile over generated tokens"
+                     + (f", {W} windows" if W > 1 else "") + f" ({L} layers)")]
+    if args.controls:
+        last = [w * L + L - 1 for w in range(W)]
+        rest = [i for i in range(X.shape[1]) if i not in last]
+        feats.append(Feature("last_layer", X[:, last], f"the last layer alone: the model's own output {args.metric}"))
+        feats.append(Feature("no_last_layer", X[:, rest], f"the profile without the last layer ({L - 1} layers)"))
+        lengths, what = prompt_lengths(data)
+        feats.append(Feature("prompt_length", lengths[:, None], what))
+    if args.control:
+        other = Results.load(args.control, trust=args.trust_pickle)
+        if other.get("input") != data.get("input") and not (
+                "sample_index" in other and "sample_index" in data and other["sample_index"] == data["sample_index"]
+                and other.get("input") == data.get("input")):
+            raise UserError(f"--control {args.control} holds other prompts than {args.file} (or in another order); a "
+                            "control run must profile the same prompts with the same data and seed")
+        if args.metric not in other:
+            raise UserError(f"--control {args.control} has no {args.metric!r} profiles (it has "
+                            f"{', '.join(other.metric_keys)})")
+        ident = other.metadata.get("identity") or {}
+        seed = ident.get("random_init")
+        desc = (f"the same prompts through {ident.get('model', '?')} with random weights (seed {seed})"
+                if seed is not None else f"the same prompts in {Path(args.control).name}")
+        feats.append(Feature("control_file", features_from_results(other.to_dict(), args.metric, args.num_windows),
+                             desc))
+    group = None
+    if args.controls:
+        group = args.group
+        if group is None:
+            exp = _experiment_of(data)
+            group = exp.evaluation.get("group") if exp is not None else None
+        if group is not None and group not in data:
+            raise UserError(f"--group {group!r}: this file has no such column (it has: {', '.join(data.label_keys)})")
+    return feats, group
+
+
+def _direction(row) -> str:
+    sig = "significant" if row["significant"] else "not significant"
+    return f"{row['vs_baseline']} than the baseline, {sig} at 0.05"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     import pandas as pd
 
-    from ..storage import preflight_output
-    from ..results import Results
     from ..errors import ResultsFileError
+    from ..evaluation import evaluate_controls, output_stem
+    from ..results import Results
+    from ..run.config import RunIdentity
+    from ..storage import atomic_write_bytes, preflight_output
 
+    if not str(args.file).strip():
+        raise UserError("no results file given: run_tests.py FILE (a .pkl or .npz from the experiment scripts)")
     src = Path(args.file)
-    stem = str(Path(args.out_dir) / src.stem if args.out_dir else src.with_suffix(""))
-    preflight_output(f"{stem}_tm_overall.csv")  # before any (slow) work
+    out_dir = Path(args.out_dir) if args.out_dir else src.parent
+    preflight_output(out_dir / f"{src.stem}_tm_probe.csv")  # the folder is writable: before any (slow) work
     data = Results.load(args.file, trust=args.trust_pickle)
     if len(data) == 0:
         raise ResultsFileError(f"{args.file} holds no samples")
+    partial = check_complete(data, src, args.allow_partial)
+    if args.label is None:
+        args.label = default_label(data)
     overall, subject, X, y = evaluate(data, args)
-    overall.to_csv(f"{stem}_tm_overall.csv", index=False)
     r = overall.iloc[0]
+    stem = output_stem(src, args.out_dir, label=args.label, k=int(r["k_used"]), folds=args.folds,
+                       metric=args.metric, num_windows=args.num_windows)
+    ident = data.metadata.get("identity")
+    record = {"results_file": src.name, "results_identity": RunIdentity(ident).digest() if ident else "none",
+              "results_n_samples": len(data), "results_complete": partial is None, "note": partial or ""}
+
+    def write_csv(df, suffix):
+        path = Path(f"{stem}{suffix}")
+        atomic_write_bytes(path, df.assign(**record).to_csv(index=False).encode())
+        print(f"  wrote {path}")
+
+    if partial:
+        print(f"note: {partial}: the outputs say so")
     print(f"{args.file}: {r['n_samples']} samples, label '{args.label}' ({r['class_balance']}), {args.folds}-fold CV")
     if r["k_used"] < args.k:
         print(f"  note: k reduced from {args.k} to {r['k_used']}: the training folds hold too few samples "
-              "(lower -k/--k or profile more samples)")
-    print(f"  k-NN (k={r['k_used']}) ROC-AUC   {r['model_roc_auc']:.3f}   accuracy {r['model_accuracy']:.3f} "
-          f"(chance {r['chance_accuracy']:.3f})")
+              "(lower --k or profile more samples)")
+    smallest = min(int(c) for c in str(r["class_counts"]).split("|"))
+    if r["k_used"] > 0.5 * smallest * (args.folds - 1) / args.folds:
+        print(f"  note: k={r['k_used']} is over half the {int(smallest * (args.folds - 1) / args.folds)} training "
+              f"samples of the smallest class: the vote leans on the class sizes (try a smaller --k, e.g. 9)")
+    print(f"  k-NN (k={r['k_used']}) ROC-AUC   {r['model_roc_auc']:.3f} ± {np.std(r['model_auc_by_fold']):.3f} "
+          f"(std over {args.folds} folds)   accuracy {r['model_accuracy']:.3f} (chance {r['chance_accuracy']:.3f})")
     print(f"  stratified baseline ROC-AUC {r['baseline_roc_auc']:.3f}   accuracy {r['baseline_accuracy']:.3f}")
-    print(f"  improvement {r['improvement']:+.3f}, paired t-test p = {r['p_value']:.2e} "
+    better = "better" if r["improvement"] > 0 else "worse" if r["improvement"] < 0 else "no different"
+    print(f"  improvement {r['improvement']:+.3f} ({better} than the baseline), paired t-test p = {r['p_value']:.2e} "
           f"({'significant' if r['significant'] else 'not significant'} at 0.05)")
     if len(r["classes"].split("|")) == 2:
         print(f"  fraction of '{r['classes'].split('|')[-1]}' labels: {float(r['correct']):.3f}")
-    print(f"  wrote {stem}_tm_overall.csv")
+    write_csv(overall, "_overall.csv")
+    if args.controls or args.control:
+        feats, group = control_features(data, args, X, y)
+        groups = np.asarray(data[group]) if group else None
+        rows = evaluate_controls(feats, y, k=args.k, n_splits=args.folds, groups=groups, group_name=group or "group",
+                                 n_permutations=args.permutations if args.controls else 0)
+        print(f"  controls, same {args.folds} folds (ROC-AUC mean ± std over folds; n = {len(y)}):")
+        for row in rows:
+            if row["feature"] == "label_permutations":
+                print(f"    {'label permutations':<26} {row['roc_auc']:.3f} ± {row['roc_auc_std']:.3f} over "
+                      f"{row['n_permutations']} permutations (95th percentile {row['roc_auc_p95']:.3f}); the profile's "
+                      f"{rows[0]['roc_auc']:.3f} has empirical p = {row['p_reference_vs_permutations']:.3g}")
+                continue
+            ref = (f"; {row['vs_reference']} than the profile, paired p = {row['p_vs_reference']:.2g}"
+                   if "p_vs_reference" in row else "")
+            print(f"    {row['feature']:<26} {row['roc_auc']:.3f} ± {row['roc_auc_std']:.3f}  (p = "
+                  f"{row['p_vs_baseline']:.2g}: {_direction(row)}{ref})  {row['description']}")
+        write_csv(pd.DataFrame(rows), "_controls.csv")
     if subject is not None:
-        subject.to_csv(f"{stem}_tm_subject.csv", index=False)
         with pd.option_context("display.width", 160, "display.max_rows", 100):
             cols = [c for c in ("subject", "n_samples", "correct", "model_roc_auc", "baseline_roc_auc", "p_value", "note")
                     if c in subject]
             print(subject[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-        print(f"  wrote {stem}_tm_subject.csv")
+        write_csv(subject, "_subject.csv")
     if not args.no_plot:
         from model_inspector.plots import plot_class_profiles, save_figure
 
         L = X.shape[1] // (args.num_windows or 1)
         names = {"0": "incorrect", "1": "correct"} if args.label == "correct" else None
+        model = (ident or {}).get("model") or data.metadata.get("model_id") or "?"
         fig = plot_class_profiles(X[:, :L] if args.num_windows else X, y, class_names=names,
-                                  title=f"{Path(args.file).name}: mean {args.metric} profile by {args.label}")
+                                  title=f"{src.name} ({model}): mean {args.metric} profile by {args.label}\n"
+                                        f"k-NN k={r['k_used']}, {args.folds}-fold CV: ROC-AUC {r['model_roc_auc']:.3f} "
+                                        f"(baseline {r['baseline_roc_auc']:.3f}), n={r['n_samples']}")
         for p in save_figure(fig, f"{stem}_profiles.png"):
             print(f"  wrote {p}")
     return 0
-

@@ -28,7 +28,7 @@ def build_parser(exp, *, style: str = "run"):
         p.add_argument("model", help="alias (smollm2-135m-instruct, gemma-2-2b-it...), HF id, local dir or .gguf")
         if style == "script":
             p.add_argument("dataset", choices=[exp.dataset], help=f"the dataset ({exp.dataset})")
-    add_flags(p, [o.name for o in exp.run_options()], exp.defaults, extra=exp.options)
+    add_flags(p, [o.name for o in exp.run_options()], exp.defaults, extra=exp.own_options())
     return p
 
 
@@ -85,6 +85,8 @@ def main(argv=None, experiment: str | None = None, style: str = "run") -> int:
     print(exp.describe(samples, rows, counts))
     cfg = run_config(exp, ns)
     out = exp.output(ns)
+    if getattr(ns, "random_init", None) is not None:  # the control's outputs never replace the real model's
+        out = out.with_name(f"{out.stem}_random{ns.random_init}{out.suffix}")
     t0 = time.time()
     state = run_distributed(samples, cfg, out, load_inspector=lambda dev: load_inspector(ns, dev, cfg=cfg),
                             update_steps=ns.update_steps, resume=ns.resume, overwrite=ns.overwrite,

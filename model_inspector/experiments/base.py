@@ -17,7 +17,8 @@ from typing import ClassVar
 
 from ..errors import UserError
 from ..options import Option
-from ..readers import HubSource, Record, Text, load_rows
+from ..options import Text as TextOption
+from ..readers import DataSource, load_rows
 from ..run.config import model_label
 
 __all__ = ["Sample", "Experiment", "register_experiment", "unregister_experiment", "get_experiment", "EXPERIMENTS",
@@ -42,11 +43,12 @@ PROFILING_DEFAULTS = {"max_len": 8, "seed": 0, "keep_top_tokens": 1, "dtype": "a
 class Experiment:
     """An experiment, declared by class attributes and a few methods (override what differs):
 
-    * ``name`` (registry key and ``entropy-lens run NAME``), ``dataset`` (recorded in the run identity),
-      ``description`` (``--help``), ``command`` / ``script`` (an alias subcommand and the paper's script, if any);
-    * ``record``: what a data row is (:class:`~model_inspector.readers.Record`), ``hub``: where the rows live on the
-      HuggingFace hub (:class:`~model_inspector.readers.HubSource`; ``None``: a local ``--data_file`` only),
-      ``data_help``: the ``--data_file`` help;
+    * ``name`` (registry key and ``entropy-lens run NAME``), ``dataset`` (recorded in the run identity; default:
+      the name), ``description`` (``--help``; default: the module's docstring), ``command`` / ``script`` (an alias
+      subcommand and the paper's script, if any);
+    * ``source``: where the rows come from and what a row is (:class:`~model_inspector.readers.DataSource`: a
+      ``Record`` of field rules, the hub dataset, the ``--data_file`` help; ``None``: no data, the experiment makes
+      its prompts itself);
     * ``options``: the experiment's own :class:`~model_inspector.options.Option` s (those with ``identity=True``
       go into the run identity's ``extra``); ``hidden``: the shared options it does not expose as flags (it runs
       with their ``defaults``), ``defaults``: the shared options' defaults here; :meth:`run_values`: run options it
@@ -59,13 +61,11 @@ class Experiment:
     """
 
     name: ClassVar[str] = ""
-    dataset: ClassVar[str] = ""
-    description: ClassVar[str] = ""
+    dataset: str = ""
+    description: str = ""
     command: ClassVar[str | None] = None
     script: ClassVar[str | None] = None
-    record: ClassVar[Record] = Record({"text": Text()})
-    hub: ClassVar[HubSource | None] = None
-    data_help: ClassVar[str] = "local data (jsonl/json/parquet/csv) instead of the hub"
+    source: ClassVar[DataSource | None] = None
     options: ClassVar[tuple] = ()
     hidden: ClassVar[tuple] = ("sample", "temperature")
     defaults: ClassVar[dict] = PROFILING_DEFAULTS
@@ -79,8 +79,10 @@ class Experiment:
     # ------------------------------------------------------------------ data and prompts
     def rows(self, args: SimpleNamespace, stats: dict) -> list[dict]:
         """The parsed data rows (``args.data_file`` or the hub); ``stats["n_bad_rows"]`` counts skipped rows."""
-        return load_rows(self.record, data_file=getattr(args, "data_file", None), hub=self.hub,
-                         limit=self.limit(args), skip_bad_rows=getattr(args, "skip_bad_rows", False), stats=stats)
+        if self.source is None:
+            return []
+        return load_rows(self.source.record, data_file=args.data_file, hub=self.source.hub, limit=self.limit(args),
+                         skip_bad_rows=getattr(args, "skip_bad_rows", False), stats=stats)
 
     def limit(self, args: SimpleNamespace) -> int | None:
         """How many rows the run needs from the start of the source, if it needs only a head (``None``: all)."""
@@ -135,8 +137,13 @@ class Experiment:
 
         return [o for o in REGISTRY.values() if o.group in PROFILING_GROUPS and o.flag_name and o.name not in self.hidden]
 
+    def own_options(self) -> list[Option]:
+        """The experiment's own options, and ``--data_file`` when it reads data."""
+        data = [Option("data_file", None, self.source.help, TextOption(), group=self.name)] if self.source else []
+        return list(self.options) + data
+
     def all_options(self) -> list[Option]:
-        return self.run_options() + list(self.options)
+        return self.run_options() + self.own_options()
 
 
 #: name -> the registered :class:`Experiment`
@@ -148,6 +155,12 @@ def register_experiment(experiment):
     exp = experiment() if isinstance(experiment, type) else experiment
     if not exp.name:
         raise UserError(f"{type(exp).__name__} has no name")
+    if not exp.dataset:
+        exp.dataset = exp.name
+    if not exp.description:
+        import sys
+
+        exp.description = sys.modules[type(exp).__module__].__doc__ or exp.name
     EXPERIMENTS[exp.name] = exp
     return experiment
 

@@ -28,8 +28,7 @@ def model_family(model: str) -> str:
 
 @register_experiment
 class Family(Experiment):
-    name = dataset = "family"
-    description = __doc__
+    name = "family"
     options = (Option("n_samples", 64, "generations sampled from the BOS token", Integer(min=1), group="family",
                       identity=True),)
     hidden = ("sample", "skip_bad_rows")
@@ -37,9 +36,6 @@ class Family(Experiment):
                 "batch_size": 16, "keep_top_tokens": 0}
     columns = {"family": "the model's family (the paper's four: gpt2, llama, gemma, qwen)"}
     evaluation = {"label": "family", "k": 5, "folds": 5}
-
-    def rows(self, args, stats):
-        return []
 
     def samples(self, rows, args):
         family = model_family(args.model)

@@ -75,10 +75,8 @@ def default_out(model: str) -> Path:
 
 @register_experiment
 class Formats(Experiment):
-    name = dataset = "formats"
-    description = __doc__
+    name = "formats"
     command, script = "formats", "generate_format_dataset.py"
-    hub = None
     model_default = "gemma-2-2b-it"
     options = (
         Option("alphas", (0.5, 1.0, 5.0), "Rényi orders (1 = Shannon)", ListOf(Real(min=0)), group="formats",
@@ -102,9 +100,6 @@ class Formats(Experiment):
         n_all = len(load_format_prompts()["topics"])
         if args.n_topics and args.n_topics > n_all:
             raise UserError(f"--n_topics {args.n_topics} exceeds the {n_all} topics")
-
-    def rows(self, args, stats):
-        return []
 
     def samples(self, rows, args):
         return format_samples(args.n_topics), {}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..options import Integer, ListOf, OneOf, Option, Text
-from ..readers import AnswerIndex, Choices, DataError, HubSource, Record, load_rows
+from ..readers import AnswerIndex, Choices, DataError, DataSource, HubSource, Record, load_rows
 from ..readers import Text as TextField
 from .base import Experiment, Sample, model_label, register_experiment
 
@@ -156,19 +156,17 @@ def load_mmlu(data_file: str | None = None, subjects=None, n_questions: int | No
 
 @register_experiment
 class MMLU(Experiment):
-    name = dataset = "mmlu"
-    description = __doc__
-    command, script = "profile-mmlu", "run_experiments.py"
-    record, hub = QUESTION, HUB
+    name = "mmlu"
     options = (
         Option("prompt_type", "base", "prompt wording", OneOf(MMLU_PROMPT_TYPES), group="mmlu", identity=True),
         Option("n_questions", None, "reproducible random subsample of N questions (by --seed), in dataset order",
                Integer(min=1, none=True), group="mmlu", identity=True),
         Option("subjects", None, "only these subjects, e.g. abstract_algebra anatomy", ListOf(Text(), none=True),
                group="mmlu", identity=True, nargs="+"),
-        Option("data_file", None, "local MMLU (jsonl/json/parquet/csv: question, subject, choices, answer) instead of "
-               "the hub", Text(), group="mmlu"),
     )
+    source = DataSource(QUESTION, HUB, "local MMLU (jsonl/json/parquet/csv: question, subject, choices, answer) "
+                        "instead of the hub")
+    command, script = "profile-mmlu", "run_experiments.py"
     columns = {"subject": "the MMLU subject", "answer": "the right letter (A-D)",
                "predicted": "the letter read from the generation ('' for none)", "correct": "1 if predicted == answer",
                "question_index": "the question's row in the data", "task": "mmlu", "prompt": "the prompt type"}

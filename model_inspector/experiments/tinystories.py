@@ -13,8 +13,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from ..options import Integer, Option, Text
-from ..readers import DataError, HubSource, Record, load_rows
+from ..options import Integer, Option
+from ..readers import DataError, DataSource, HubSource, Record, load_rows
 from ..readers import Text as TextField
 from .base import PROFILING_DEFAULTS, Experiment, Sample, model_label, register_experiment
 
@@ -85,15 +85,12 @@ def _count(n: int, one: str, many: str) -> str:
 
 @register_experiment
 class TinyStories(Experiment):
-    name = dataset = "tinystories"
-    description = __doc__
+    name = "tinystories"
     command, script = "profile-ts", "run_experiments_ts.py"
-    record, hub = STORY, HUB
-    options = (
-        Option("n_stories", 100, "first N validation stories", Integer(min=1), group="tinystories", identity=True),
-        Option("data_file", None, "local stories (jsonl/json/parquet/csv with a 'text' column, or txt) instead of "
-               "the hub", Text(), group="tinystories"),
-    )
+    source = DataSource(STORY, HUB, "local stories (jsonl/json/parquet/csv with a 'text' column, or txt) instead of "
+                        "the hub")
+    options = (Option("n_stories", 100, "first N validation stories", Integer(min=1), group="tinystories",
+                      identity=True),)
     hidden = ()
     defaults = {**PROFILING_DEFAULTS, "sample": True}
     columns = {"task": "the task class (continuation, counting, semantic)",

@@ -50,6 +50,7 @@ RUN_COLUMNS = (
     Column("sample_index", "the sample's position in the experiment's list of prompts (before prompts too long for "
            "the context are skipped)"),
     Column("model", "the model's name (last path component)"),
+    Column("prompt_tokens", "the prompt's length in tokens as the model saw it (BOS policy and chat template applied)"),
 )
 
 #: metadata key -> what it holds

@@ -274,7 +274,9 @@ def _run(samples, cfg, out_path, store, identity, rows, old_meta, *, load_inspec
                     labels = {"model": model_label(cfg.model), **s.labels}
                     if label_fn is not None:
                         labels.update(label_fn(s, fields))
-                    for k, v in {"input": s.text, "sample_index": int(idx[i]), **labels, **fields}.items():
+                    row = {"input": s.text, "sample_index": int(idx[i]), "prompt_tokens": int(lengths[idx[i]]),
+                           **labels, **fields}
+                    for k, v in row.items():
                         pending.setdefault(k, []).append(v)
                 if bar is not None:
                     bar.update(len(batch))
