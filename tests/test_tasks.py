@@ -115,3 +115,38 @@ def test_format_prompts():
     assert s[0].text == "Simulate a chat log about a drug"
     assert [x.labels["format"] for x in s[:3]] == ["chat", "poem", "scientific"]
     assert len(format_samples()) == 546
+
+
+@pytest.mark.parametrize("text, choices, want, echo", [
+    ("\nA. I only\nB.", ["I only", "II only", "I and II", "neither"], None, True),        # the option list, echoed
+    ("\nA. Rogers's\n\n", ["Ross's", "Rogers's", "Roberts's", "Rich's"], None, True),      # letter A, option B's text
+    ("\nA. Ross's\n\n", ["Ross's", "Rogers's", "Roberts's", "Rich's"], "A", False),        # letter and text agree
+    ("A. 1\nB. 2\nC. 3\nD. 4\nAnswer: C", ["1", "2", "3", "4"], "C", True),               # the list, then an answer
+    ("B. 4", ["1", "2", "3", "4"], None, True),                                              # option D's text after B
+    ("B", ["1", "2", "3", "4"], "B", False),
+    ("\nA. I only\nB.", None, "A", False),                                                 # without the choices: as before
+])
+def test_an_echoed_option_list_is_no_answer(text, choices, want, echo):
+    from model_inspector.experiments.mmlu import echoed_options
+
+    assert extract_letter(text, choices) == want
+    assert (echoed_options(text, choices) is not None) == echo
+
+
+@pytest.mark.slow
+def test_real_mmlu_generations_are_not_graded_from_echoed_lists(smollm2, shared_data):
+    """SmolLM2 on MMLU base prompts: whatever it generates, a graded letter never comes from a listed option."""
+    from model_inspector.experiments.mmlu import MMLU, echoed_options, load_mmlu
+
+    rows = load_mmlu(str(shared_data / "mmlu_test.jsonl"), n_questions=16, seed=3)
+    samples, _ = mmlu_samples(rows)
+    prof = smollm2.profile([s.text for s in samples], max_len=8, batch_size=8)
+    graded = [MMLU().grade(s, {"text": t}) for s, t in zip(samples, prof.texts)]
+    echoes = [echoed_options(t, s.info["choices"]) for s, t in zip(samples, prof.texts)]
+    assert sum(e is not None for e in echoes) >= 1  # it does echo the list (4 of 15 graded ones did before the fix)
+    import re
+
+    for g, e, t in zip(graded, echoes, prof.texts):
+        if e is not None and g["predicted"]:  # only an explicit answer phrase, never a letter of the echoed lines
+            assert re.search(r"(?i)answer|option|choice|[\(\[]", t), (t, g)
+    assert all(g["correct"] in (0, 1) for g in graded)

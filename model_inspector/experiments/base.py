@@ -27,10 +27,12 @@ __all__ = ["Sample", "Experiment", "register_experiment", "unregister_experiment
 
 @dataclass
 class Sample:
-    """One prompt to profile, with the labels saved beside its profile."""
+    """One prompt to profile, with the labels saved beside its profile, and ``info`` the experiment grades with
+    (the question's choices...: not saved, not part of the data fingerprint)."""
 
     text: str
     labels: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
 
 
 #: The groups of shared options (see :mod:`model_inspector.options`) a profiling experiment exposes as flags,

@@ -63,7 +63,8 @@ def mmlu_samples(rows, prompt_type: str = "base", max_chars: int = MAX_MMLU_QUES
             continue
         text = mmlu_prompt(r["question"], r["choices"], r["subject"], prompt_type)
         out.append(Sample(text, {"task": "mmlu", "prompt": prompt_type, "subject": r["subject"],
-                                 "answer": "ABCD"[int(r["answer"])], "question_index": r.get("index", i)}))
+                                 "answer": "ABCD"[int(r["answer"])], "question_index": r.get("index", i)},
+                          info={"choices": list(r["choices"])}))
     return out, skipped
 
 
@@ -98,8 +99,40 @@ _LETTER_PATTERNS = [
 ]
 
 
-def extract_letter(text: str) -> str | None:
+#: indexes of :data:`_LETTER_PATTERNS` that read a letter opening a line (an echoed option list looks like them)
+_LINE_PATTERNS = (2, 3)
+#: a line that opens like an option: "A. text", "(B) text", "C) text"
+_OPTION_LINE = re.compile(r"^\s*\(?([A-D])[.)]\s*(.*?)\s*$")
+
+
+def _norm(s: str) -> str:
+    return " ".join(str(s).lower().split())
+
+
+def echoed_options(text: str, choices=None) -> str | None:
+    """Why ``text`` lists the question's ``choices`` rather than answering (``None`` when it does not, or without
+    the choices): two option lines with consecutive letters ("A. I only" then "B. ..."), or an option line whose
+    text is another option's ("A. Rogers's" where "Rogers's" is option B)."""
+    if not choices:
+        return None
+    opts = [(m.group(1), _norm(m.group(2))) for m in map(_OPTION_LINE.match, text.splitlines()) if m]
+    for (a, _), (b, _) in zip(opts, opts[1:]):
+        if ord(b) == ord(a) + 1:
+            return f"an echoed option list ({a}. then {b}.)"
+    for letter, body in opts:  # a short text must match whole; a longer one may be cut (8 tokens) or run on
+        same = [lt for lt, c in zip("ABCD", choices) if body and (_norm(c) == body or len(body) >= 3 and (
+            _norm(c).startswith(body) or body.startswith(_norm(c))))]
+        if same and letter not in same:
+            return f"letter {letter} with option {same[0]}'s text"
+    return None
+
+
+def extract_letter(text: str, choices=None) -> str | None:
     """The answer letter (A-D, upper case) in a model's *generated* text, or ``None``.
+
+    With the question's ``choices``, a line that opens like an option is not read as an answer when the text echoes
+    the option list (:func:`echoed_options`): "A. I only" followed by "B." is the list, not answer A; "A. Rogers's"
+    where "Rogers's" is option B names no answer. An explicit "Answer: C" still counts.
 
     The patterns, in order (markdown ``*`` removed first, negated mentions such as "not A" or
     "neither A nor B" ignored): an answer/option/choice phrase followed by a standalone letter; a
@@ -115,7 +148,10 @@ def extract_letter(text: str) -> str | None:
     if m:
         return m.group(1)
     text = _NEGATED.sub(" ", text)
-    for pat in _LETTER_PATTERNS:
+    echo = echoed_options(text, choices)
+    for i, pat in enumerate(_LETTER_PATTERNS):
+        if echo and i in _LINE_PATTERNS:
+            continue
         m = pat.search(text)
         if m:
             return next(g for g in m.groups() if g).upper()
@@ -183,7 +219,7 @@ class MMLU(Experiment):
         return f"{len(samples)} questions; {counts['n_skipped']} over {MAX_MMLU_QUESTION_CHARS} characters skipped"
 
     def grade(self, sample, fields):
-        predicted = extract_letter(fields["text"])
+        predicted = extract_letter(fields["text"], sample.info.get("choices"))
         return {"predicted": predicted or "", "correct": int(predicted == sample.labels["answer"])}
 
     def identity_extra(self, args):
