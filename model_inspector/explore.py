@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .options import ArgumentParser, Integer, Option, Text, add_flags, option, parse_checked
+from .options import ArgumentParser, Integer, ListOf, Option, Text, add_flags, option, parse_checked
 
 __all__ = ["MAX_COLOURS", "MAX_SAMPLES", "ExplorerData", "build_report", "explorer_data", "main", "safe_json",
            "tidy_evaluation", "write_report"]
@@ -46,7 +46,7 @@ MAX_COLOURS = 20
 #: Labels with more distinct values than this (or than half the samples) are not offered at all.
 MAX_FILTER_CLASSES = 60
 _NAN16 = 65535
-_HIDDEN_LABELS = {"input", "text", "model", "sample_index", "question_index"}
+_HIDDEN_LABELS = {"input", "text", "model", "sample_index", "question_index", "prompt_tokens"}
 #: Default colouring, first present wins: MMLU correctness, output format, TinyStories task class.
 _DEFAULT_LABELS = ("correct", "format", "task", "class")
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
@@ -103,16 +103,44 @@ def _label_columns(res) -> dict[str, list[str]]:
     return out
 
 
-def _evaluations(path: Path) -> list[dict]:
-    """The evaluation CSVs ``run_tests.py`` wrote beside the file (``NAME_tm_overall.csv`` ...): a list of
-    ``{"name", "columns", "rows"}`` (rows: lists of JSON values), each with an optional ``"note"`` string."""
+def _evaluations(path: Path, res, folders=()) -> list[dict]:
+    """The evaluation and strategy CSVs written for this file (``NAME_tm_*.csv`` by ``evaluate`` / ``run_tests.py``,
+    ``NAME_strategies_*.csv`` by ``strategies``) beside it or in ``folders``: a list of ``{"name", "columns", "rows"}``
+    (rows: lists of JSON values), each with an optional ``"note"``. A CSV that records another identity or sample count
+    than this file (an evaluation of an earlier or partial version) is left out, with a note saying so; one that
+    records none is shown with a note."""
     import pandas as pd
 
-    found = []
-    for csv in sorted(path.parent.glob(f"{path.stem}_tm_*.csv")):
-        df = pd.read_csv(csv)
-        found.append({"name": csv.name, "columns": [str(c) for c in df.columns],
-                      "rows": json.loads(df.head(200).to_json(orient="values", double_precision=4))})
+    from .run.config import RunIdentity
+
+    ident = res.metadata.get("identity")
+    digest = RunIdentity(ident).digest() if isinstance(ident, dict) else "none"
+    found, seen = [], set()
+    for folder in [path.parent, *map(Path, folders)]:
+        for csv in sorted(folder.glob(f"{path.stem}_tm_*.csv")) + sorted(folder.glob(f"{path.stem}_strategies_*.csv")):
+            if csv.resolve() in seen:
+                continue
+            seen.add(csv.resolve())
+            try:
+                df = pd.read_csv(csv)
+            except (OSError, ValueError) as exc:  # empty, truncated or not a CSV
+                found.append({"name": csv.name, "columns": [], "rows": [], "note": f"unreadable, left out "
+                              f"({type(exc).__name__})"})
+                continue
+            note = None
+            if "results_identity" in df.columns and len(df):
+                rec_id, rec_n = str(df["results_identity"].iloc[0]), int(df["results_n_samples"].iloc[0])
+                if rec_id != digest or rec_n != len(res):
+                    found.append({"name": csv.name, "columns": [], "rows": [], "note": f"left out: it evaluates "
+                                  f"another version of this file ({rec_n} samples, identity {rec_id}; this file: "
+                                  f"{len(res)} samples, identity {digest}); evaluate the file again"})
+                    continue
+                df = df.drop(columns=[c for c in ("results_file", "results_identity", "results_n_samples")
+                                      if c in df.columns])
+            elif csv.name.startswith(f"{path.stem}_tm_"):
+                note = "this CSV records no results identity (an older entropy-lens): it may describe another version"
+            found.append({"name": csv.name, "columns": [str(c) for c in df.columns], "note": note,
+                          "rows": json.loads(df.head(200).to_json(orient="values", double_precision=4))})
     return found
 
 
@@ -289,9 +317,10 @@ def _embeddings(mean: np.ndarray, seed: int) -> tuple[dict[str, np.ndarray], lis
 
 
 def explorer_data(path: str | Path, *, metric: str | None = None, max_samples: int = MAX_SAMPLES,
-                  seed: int = 42, trust: bool = False) -> ExplorerData:
+                  seed: int = 42, trust: bool = False, eval_dirs=()) -> ExplorerData:
     """Read results file ``path`` into the page's :class:`ExplorerData` (t-SNE and PCA of the mean profiles);
-    ``trust``: read a pickle without the restricted unpickler (``--trust_pickle``)."""
+    ``trust``: read a pickle without the restricted unpickler (``--trust_pickle``); ``eval_dirs``: more folders to
+    look for its evaluations in (``--out_dir`` of ``evaluate``)."""
     from .results import Results
 
     path = Path(path)
@@ -351,15 +380,15 @@ def explorer_data(path: str | Path, *, metric: str | None = None, max_samples: i
         texts=[str(res["text"][i]) for i in keep] if "text" in res else [""] * n,
         embeddings=emb, pca_variance=variance,
         vocab=[strings[int(i)] for i in ids], top_index=top, top_prob=top_p, tokens=tokens,
-        evaluations=_evaluations(path), default_label=default)
+        evaluations=_evaluations(path, res, eval_dirs), default_label=default)
 
 
 def build_report(path: str | Path, *, metric: str | None = None, max_samples: int = MAX_SAMPLES, seed: int = 42,
-                 trust: bool = False) -> str:
+                 trust: bool = False, eval_dirs=()) -> str:
     """The explorer page of results file ``path`` as one HTML string."""
     from .explore_page import PAGE
 
-    data = explorer_data(path, metric=metric, max_samples=max_samples, seed=seed, trust=trust)
+    data = explorer_data(path, metric=metric, max_samples=max_samples, seed=seed, trust=trust, eval_dirs=eval_dirs)
     title = html.escape(f"Entropy-Lens explorer: {Path(path).name}", quote=True)
     head, rest = PAGE.split("__TITLE__", 1)
     middle, tail = rest.split("__DATA__", 1)
@@ -380,6 +409,8 @@ OPTIONS = (
     Option("out", None, "the HTML file to write (default: FILE with .html)", Text(), group="explore"),
     Option("max_samples", MAX_SAMPLES, "samples in the page; more are subsampled evenly", Integer(min=1),
            group="explore"),
+    Option("eval_dir", None, "another folder with this file's evaluations (evaluate --out_dir); the folder beside "
+           "the file is always searched", ListOf(Text(), none=True), group="explore", nargs="+"),
 )
 
 
@@ -396,7 +427,8 @@ def main(argv=None) -> int:
 
     out = Path(args.out) if args.out else Path(args.file).with_suffix(".html")
     preflight_output(out)
-    written = write_report(args.file, out, metric=args.metric, max_samples=args.max_samples, trust=args.trust_pickle)
+    written = write_report(args.file, out, metric=args.metric, max_samples=args.max_samples, trust=args.trust_pickle,
+                           eval_dirs=args.eval_dir or ())
     print(f"wrote {written} ({written.stat().st_size / 1e6:.2f} MB); open it in a browser")
     return 0
 

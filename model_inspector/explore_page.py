@@ -66,6 +66,9 @@ BODY = r"""
 <section><h2>Samples <select id="embkind"></select></h2><div class="plot" id="emb"></div><div class="legend" id="elegend"></div>
 <p class="note">One point per sample (its mean profile over the steps). Hover: prompt and generated text; click: the sample.</p>
 </section>
+<section><h2 id="dtitle">Expansion and pruning</h2><div class="plot" id="strat"></div><div class="legend" id="dlegend"></div>
+<div class="scroll"><table class="ev" id="dtable"></table></div><p class="note" id="dnote"></p></section>
+<section><h2>Evaluation</h2><div id="evaluation"></div></section>
 <section class="wide" id="sample"><h2 id="stitle">Sample</h2>
 <div class="bar" style="padding:0 0 6px;border:0"><button id="prev" type="button">&#8592; previous</button>
 <button id="next" type="button">next &#8594;</button><span class="note" id="slabel"></span></div>
@@ -75,7 +78,6 @@ BODY = r"""
 <div><b>Prompt</b><div class="pre" id="sprompt"></div><b>Generated</b><div class="pre" id="stext"></div></div>
 </section>
 <section><h2>Run</h2><div id="summary"></div></section>
-<section><h2>Evaluation</h2><div id="evaluation"></div></section>
 </main><div id="tip"></div>
 """
 
@@ -207,7 +209,7 @@ function controls() {
   E.addEventListener("mousemove", e => { if (pointOf(e) >= 0) move(e); });
   E.addEventListener("mouseout", e => { if (pointOf(e) >= 0) $("tip").style.display = "none"; });
   E.addEventListener("click", e => { const i = pointOf(e); if (i >= 0) openSample(i); });
-  let pending = 0; addEventListener("resize", () => { cancelAnimationFrame(pending); pending = requestAnimationFrame(() => { drawProfiles(); drawEmb(); }); });
+  let pending = 0; addEventListener("resize", () => { cancelAnimationFrame(pending); pending = requestAnimationFrame(() => { drawProfiles(); drawStrategies(); drawEmb(); }); });
 }
 function pointOf(e) { const c = e.target; return c && c.classList && c.classList.contains("pt") ? +c.getAttribute("data-i") : -1; }
 function fillClasses() { $("class").replaceChildren(option("all", -1), ...(lab() ? lab().classes.map((c, k) => option(c, k)) : [])); }
@@ -240,6 +242,50 @@ function drawProfiles() {
   $("plegend").replaceChildren(...stats.map(s => swatch(s.colour, s.name + " (n=" + s.n + ")")));
   $("pnote").textContent = "Line: mean over the shown samples of each sample's mean over its " + (WINDOWS ? "windows" : "generated tokens") +
     "; band: ±1 std across samples; x: layer k of " + L + " at k / " + L + ".";
+}
+function drawStrategies() {
+  // dH between consecutive layers (H_l - H_(l-1)) of each shown sample's mean profile, then its class mean and std:
+  // expansion where the mean is most positive, pruning where most negative (claim i of Entropy-Lens v3)
+  const box = $("strat"), W = Math.max(260, box.clientWidth), H = 260, M = METRICS[state.m], mean = meanOf(M);
+  const groups = new Map(), byClass = coloured();
+  for (let i = 0; i < N; i++) if (vis[i]) { const k = byClass ? lab().of[i] : -1; if (!groups.has(k)) groups.set(k, []); groups.get(k).push(i); }
+  $("dtitle").textContent = "Expansion and pruning: Δ " + M.name + " between consecutive layers";
+  if (L < 2 || !groups.size) { box.replaceChildren(el("p", {cls: "note", text: L < 2 ? "One layer: no differences." :
+    "No sample matches the filter and search."})); $("dlegend").replaceChildren(); $("dtable").replaceChildren(); return; }
+  const stats = []; let lo = 0, hi = 0;
+  for (const [k, rows] of [...groups].sort((a, b) => a[0] - b[0])) { const mu = [], sd = [];
+    for (let l = 1; l < L; l++) { let s = 0, s2 = 0, c = 0;
+      for (const i of rows) { const d = mean[i * L + l] - mean[i * L + l - 1]; if (!isNaN(d)) { s += d; s2 += d * d; c++; } }
+      const m = c ? s / c : NaN, v = c ? Math.sqrt(Math.max(0, s2 / c - m * m)) : NaN; mu.push(m); sd.push(v);
+      if (c) { lo = Math.min(lo, m - v); hi = Math.max(hi, m + v); } }
+    const best = (sign, from, to) => { let at = -1; for (let j = from; j < to; j++) if (!isNaN(mu[j]) && sign * mu[j] > 0 &&
+      (at < 0 || sign * mu[j] > sign * mu[at])) at = j; return at; };
+    stats.push({k, mu, sd, n: rows.length, colour: k >= 0 ? colorOf(k) : GREY, name: k >= 0 ? lab().classes[k] : "all shown samples",
+      exp: best(1, 0, L - 1), pru: best(-1, 0, L - 1), expIn: best(1, 1, L - 2), pruIn: best(-1, 1, L - 2)}); }
+  const xs = nice(0, 1, Math.max(2, Math.floor(W / 90))), ys = nice(lo, hi, 5);
+  const f = frame(W, H, xs, ys, "relative depth of the layer a transition ends at (layer / " + L + ")", "Δ " + unitOf(M));
+  f.svg.append(sv("line", {x1: f.X(xs.lo), x2: f.X(xs.hi), y1: f.Y(0), y2: f.Y(0), stroke: "#333", "stroke-dasharray": "4 3"}));
+  for (const s of stats) {
+    const pts = s.mu.map((m, j) => [f.X((j + 2) / L), m, s.sd[j]]).filter(p => !isNaN(p[1]));
+    const up = pts.map(p => p[0].toFixed(1) + "," + f.Y(p[1] + p[2]).toFixed(1)), dn = pts.map(p => p[0].toFixed(1) + "," + f.Y(p[1] - p[2]).toFixed(1)).reverse();
+    f.svg.append(sv("polygon", {points: up.concat(dn).join(" "), fill: s.colour, opacity: 0.12}),
+      sv("polyline", {fill: "none", stroke: s.colour, "stroke-width": 2, points: pts.map(p => p[0].toFixed(1) + "," + f.Y(p[1]).toFixed(1)).join(" ")},
+        sv("title", {text: s.name + " (n=" + s.n + ")"})));
+    for (const [j, shape] of [[s.exp, "▲"], [s.pru, "▼"]]) if (j >= 0) f.svg.append(sv("text", {x: f.X((j + 2) / L), y: f.Y(s.mu[j]) + 4,
+      "text-anchor": "middle", fill: s.colour, text: shape}, sv("title", {text: s.name + ": " + (shape === "▲" ? "top expansion" : "top pruning") +
+      " at layer " + (j + 2) + ", mean Δ " + M.name + " " + s.mu[j].toFixed(3)})));
+  }
+  box.replaceChildren(f.svg);
+  $("dlegend").replaceChildren(...stats.map(s => swatch(s.colour, s.name + " (n=" + s.n + ")")), el("span", {text: "▲ top expansion  ▼ top pruning"}));
+  const u = M.unit ? " " + M.unit : "", cell = (s, j) => j < 0 ? "none" : "layer " + (j + 2) + " (depth " + ((j + 2) / L).toFixed(2) +
+    "): " + (s.mu[j] >= 0 ? "+" : "") + s.mu[j].toFixed(3) + " ± " + s.sd[j].toFixed(3) + u;
+  $("dtable").replaceChildren(el("thead", {}, el("tr", {}, ...["class", "n", "top expansion", "top pruning", "expansion, interior",
+    "pruning, interior"].map(c => el("th", {text: c})))), el("tbody", {}, ...stats.map(s => el("tr", {}, el("td", {text: s.name}),
+    el("td", {text: s.n}), el("td", {text: cell(s, s.exp)}), el("td", {text: cell(s, s.pru)}), el("td", {text: cell(s, s.expIn)}),
+    el("td", {text: cell(s, s.pruIn)})))));
+  $("dnote").textContent = "Δ " + M.name + " = value at layer l minus layer l-1 of each sample's mean over its " + (WINDOWS ? "windows" :
+    "generated tokens") + "; line: class mean, band: ±1 std across samples; interior: without the transitions into the second and " +
+    "the last layer. Bootstrap stability and CIs: entropy-lens strategies FILE (its CSV shows below when it sits beside this file).";
 }
 function drawEmb() {
   const box = $("emb"), W = Math.max(260, box.clientWidth), H = 300, E = D.emb[state.emb], pts = E.points, pca = E.name === "PCA";
@@ -316,7 +362,7 @@ function draw() { filter(); const n = nVisible();
   note.textContent = l && !coloured() ? "“" + l.name + "” has " + l.classes.length + " classes, more than the " + MAXC +
     " colours this page tells apart: points are grey and the profile plot shows all samples together. Pick one of its classes " +
     "under “class”, or colour by another label." : "";
-  drawProfiles(); drawEmb(); }
+  drawProfiles(); drawStrategies(); drawEmb(); }
 summary(); controls(); draw(); if (N) openSample(0);
 """
 

@@ -19,8 +19,6 @@ computed: ``"all"`` transitions and ``"interior"`` (no transition touching the f
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,19 +256,13 @@ def strategy_table(result: StrategyResult):
     return df
 
 
-def write_strategies(result: StrategyResult, csv_path) -> Path:
-    """Write :func:`strategy_table` as CSV atomically (a temporary file in the same folder, then
-    ``os.replace``); returns the path."""
+def write_strategies(result: StrategyResult, csv_path, record: dict | None = None) -> Path:
+    """Write :func:`strategy_table` (plus the constant columns of ``record``: the results file's identity...) as
+    CSV, atomically; returns the path."""
+    from .storage import atomic_write_bytes
+
     path = Path(csv_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            strategy_table(result).to_csv(fh, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, strategy_table(result).assign(**(record or {})).to_csv(index=False).encode())
     return path
 
 

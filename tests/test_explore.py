@@ -154,6 +154,10 @@ def test_explorer_in_a_real_browser(real_run, tmp_path):
             assert driver.find_element(By.ID, "label").get_attribute("value") == "0"
             assert "task" in driver.find_element(By.CSS_SELECTOR, "#label option:checked").text
             assert legend_counts(driver, "plegend") == {"continuation": 16, "counting": 16, "semantic": 16}
+            # expansion and pruning: one row per class, the top transitions marked in the plot
+            assert len(driver.find_elements(By.CSS_SELECTOR, "#dtable tbody tr")) == 3
+            marks = [t.text for t in driver.find_elements(By.CSS_SELECTOR, "#strat svg text") if t.text in "▲▼"]
+            assert marks.count("▲") == 3 and marks.count("▼") == 3
             check_counts(driver, n)
             assert "greedy" in driver.find_element(By.ID, "subtitle").text
             # the first sample is open, numbered from 1; the grid's headers say layer and depth; a colour bar with unit
@@ -215,7 +219,7 @@ def test_explorer_in_a_real_browser(real_run, tmp_path):
         assert "renyi_2 [nats]" in driver.find_element(By.ID, "colorbar").text
         assert "% of variance" in driver.find_element(By.ID, "emb").text
         check_layout(driver, 1400)
-        assert "tm_overall.csv" in driver.find_element(By.ID, "evaluation").text
+        assert "_tm_prompt_k5_3fold_overall.csv" in driver.find_element(By.ID, "evaluation").text
         assert not severe(driver)
         driver.execute_script("document.getElementById('sample').scrollIntoView()")
         screenshot(driver, tmp_path / "ts_1400_after_clicks.png")
@@ -301,7 +305,7 @@ def test_explorer_page_data(tmp_path):
     top = np.frombuffer(base64.b64decode(p["top"]), dtype=np.uint16).reshape(48, 4, 6)
     assert [p["vocab"][k] for k in top[0, 0]] == [TOKENS[k] for k in res["top_ids"][0][0, :, 0]]
     subject = next(e for e in p["evaluations"] if e["name"].endswith("_tm_subject.csv"))
-    assert subject["rows"] == [] and subject["note"].startswith("39 subjects skipped (a class has fewer than 2 samples): ")
+    assert subject["rows"] == [] and "39 subjects skipped (a class has fewer than 2 samples): " in subject["note"]
     overall = next(e for e in p["evaluations"] if e["name"].endswith("_tm_overall.csv"))
     assert overall["rows"][0][overall["columns"].index("model_auc_by_fold")] == "[0.612, 0.6]"
     formats_like(tmp_path / "f.npz")
@@ -376,3 +380,29 @@ def test_mmlu_and_formats_pages_in_a_real_browser(tmp_path):
     finally:
         driver.quit()
     print(f"screenshots in {tmp_path}")
+
+
+def test_evaluations_of_another_version_of_the_file_are_left_out(tmp_path):
+    """An evaluation CSV records the identity and sample count of the file it evaluated; the explorer shows it
+    only beside that file, and says why it leaves the others out (an evaluation of a partial run, say)."""
+    import pandas as pd
+
+    from model_inspector.explore import explorer_data
+    from model_inspector.run.config import RunIdentity
+
+    path = tmp_path / "r.npz"
+    rng = np.random.default_rng(0)
+    ident = {"model": "m", "max_len": 2}
+    Results({"entropy": [rng.random((2, 3)).astype(np.float32) for _ in range(6)], "task": ["a", "b"] * 3},
+            {"format": "entropy-lens-results", "identity": ident, "complete": True}).to_npz(path)
+    good = pd.DataFrame([{"model_roc_auc": 0.7, "results_identity": RunIdentity(ident).digest(), "results_n_samples": 6}])
+    good.to_csv(tmp_path / "r_tm_task_k5_3fold_overall.csv", index=False)
+    good.assign(results_n_samples=4).to_csv(tmp_path / "r_tm_task_k5_2fold_overall.csv", index=False)
+    (tmp_path / "r_tm_empty_overall.csv").write_text("")
+    (tmp_path / "elsewhere").mkdir()
+    good.to_csv(tmp_path / "elsewhere" / "r_tm_task_k3_3fold_overall.csv", index=False)
+    evs = {e["name"]: e for e in explorer_data(path, eval_dirs=[tmp_path / "elsewhere"]).evaluations}
+    assert evs["r_tm_task_k5_3fold_overall.csv"]["rows"] == [[0.7]] and not evs["r_tm_task_k5_3fold_overall.csv"]["note"]
+    assert "another version of this file (4 samples" in evs["r_tm_task_k5_2fold_overall.csv"]["note"]
+    assert "unreadable" in evs["r_tm_empty_overall.csv"]["note"]
+    assert evs["r_tm_task_k3_3fold_overall.csv"]["rows"] == [[0.7]]

@@ -98,7 +98,12 @@ def main(argv=None) -> int:
           f"touching the first or last {result.exclude_edges} layer(s)")
     for line in report_lines(result):
         print(line)
-    csv = write_strategies(result, f"{stem}_strategies_{tag}.csv")
+    from ..run.config import RunIdentity
+
+    ident = res.metadata.get("identity")
+    record = {"results_file": src.name, "results_identity": RunIdentity(ident).digest() if ident else "none",
+              "results_n_samples": len(res)}
+    csv = write_strategies(result, f"{stem}_strategies_{tag}.csv", record)
     print(f"  wrote {csv} (top {result.k} per class, variant and kind)")
     if not args.no_plot:
         from dataclasses import replace
