@@ -5,9 +5,11 @@ For each model, on the first MMLU question of each of the first N subjects (``ba
 sweep (L conditions) with the engine and with L hook-reference forwards, alternating the two ``--repeats`` times;
 wall and CPU time, block evaluations counted by hooks (expected ratio (L+1)/2L), and the max |difference| of the
 letter log-probabilities. Then, with the engine on ``--n_acc`` questions, the log-likelihood accuracy (argmax over
-the four letters) with no skip and with each single block skipped. Writes ``benchmarks/results_skipping.json``.
+the four letters) with no skip and with each single block skipped, and the paired change of log p(correct letter)
+(nats; over the vocabulary, and renormalised over the four letters) with its standard error.
+Writes ``benchmarks/results_skipping.json`` (one entry per model; preliminary numbers on a shared machine).
 
-  .venv/bin/python benchmarks/bench_skipping.py                      # SmolLM2 and Gemma-3, about 10 minutes, 1 thread
+  .venv/bin/python benchmarks/bench_skipping.py                      # SmolLM2 and Gemma-3, ~15 minutes, 1 thread
   .venv/bin/python benchmarks/bench_skipping.py --models smollm2-135m-instruct --n 4 --n_acc 0
 """
 
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.special import logsumexp
 
 from model_inspector import ModelInspector
 from model_inspector.skipping import check_replay, letter_logprobs
@@ -88,14 +91,18 @@ def accuracy(mi: ModelInspector, n: int, batch_size: int) -> dict:
     scores = letter_logprobs(mi, prompts, [()] + [(j,) for j in range(L)], batch_size=batch_size)
     ok = scores.correct(answers).astype(float)  # [prompt, condition]
     lp = scores.logprob[np.arange(len(prompts)), :, answers]  # log p(correct letter) [prompt, condition], nats
-    d_acc, d_lp = ok[:, 1:] - ok[:, :1], lp[:, 1:] - lp[:, :1]
+    among = scores.logprob - logsumexp(scores.logprob, axis=-1, keepdims=True)  # renormalised over the letters
+    lp4 = among[np.arange(len(prompts)), :, answers]
+    d_acc, d_lp, d_lp4 = ok[:, 1:] - ok[:, :1], lp[:, 1:] - lp[:, :1], lp4[:, 1:] - lp4[:, :1]
     se = lambda x: x.std(0, ddof=1) / np.sqrt(len(x))
     return {"n": len(prompts), "subjects": subjects, "chance": 0.25, "no_skip_accuracy": float(ok[:, 0].mean()),
             "no_skip_logp_correct_mean": float(lp[:, 0].mean()), "no_skip_logp_correct_sd": float(lp[:, 0].std(ddof=1)),
             "letter_mass_no_skip_mean": float(np.exp(scores.logprob[:, 0]).sum(-1).mean()),
             "skip_accuracy": ok[:, 1:].mean(0).tolist(), "delta_accuracy": d_acc.mean(0).tolist(),
             "delta_accuracy_se": se(d_acc).tolist(), "delta_logp_correct_mean": d_lp.mean(0).tolist(),
-            "delta_logp_correct_se": se(d_lp).tolist(), "letter_form": scores.form.identity()}
+            "delta_logp_correct_se": se(d_lp).tolist(), "no_skip_logp4_correct_mean": float(lp4[:, 0].mean()),
+            "delta_logp4_correct_mean": d_lp4.mean(0).tolist(), "delta_logp4_correct_se": se(d_lp4).tolist(),
+            "letter_form": scores.form.identity()}
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from transformers import PretrainedConfig
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 from model_inspector import ModelInspector
 from model_inspector.errors import UserError
@@ -184,6 +184,18 @@ def test_ill_defined_skips_are_refused_with_one_line(mode, words):
         letter_logprobs(mi, PROMPTS[:2], [(), (1,)])
     msg = str(err.value)
     assert words in msg and "\n" not in msg and msg.startswith("cannot skip blocks of _Toy: ")
+
+
+def test_shared_kv_of_a_real_architecture_is_refused():
+    """Gemma-4 with KV sharing: later blocks read keys/values that earlier blocks store in a shared dict."""
+    cfg = AutoConfig.for_model("gemma4_text", **dict(ARCHS["gemma3_text"], num_hidden_layers=4, num_kv_shared_layers=2,
+                                                     layer_types=["sliding_attention", "full_attention"] * 2,
+                                                     bos_token_id=1, eos_token_id=2, pad_token_id=0))
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    mi = ModelInspector(model, char_tokenizer())  # the lens itself resolves and reproduces the logits
+    with pytest.raises(SkipUnsupported, match="receives a KVSharingDict as argument 'shared_kv_states'"):
+        letter_logprobs(mi, PROMPTS[:2], [(), (1,)])
 
 
 def test_plain_toy_is_accepted_and_training_mode_is_refused():
