@@ -17,6 +17,15 @@ def run_script(script, *args, check=True, timeout=600):
     return proc
 
 
+def run_cli(*args, check=True, timeout=600):
+    """Run the ``entropy-lens`` command (``python -m model_inspector ARGS``) offline, like :func:`run_script`."""
+    proc = subprocess.run([sys.executable, "-m", "model_inspector", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"entropy-lens {args[0] if args else ''} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
 def same_results(a: dict, b: dict) -> None:
     """Two results dicts hold the same samples (every column equal; metadata aside)."""
     import numpy as np
