@@ -111,6 +111,8 @@ COMMANDS = {
     "explore": ("explore", "-m model_inspector.explore", "an interactive HTML explorer of a results file"),
     "strategies": ("strategies", "-m model_inspector.commands.strategies", "expansion and pruning layers (dH) of a "
                    "results file"),
+    "family": ("family", "-m model_inspector.commands.family", "agreement of model families' profiles on relative "
+               "depth (claim ii)"),
     "skip-layers": ("skip_layers", "-m model_inspector.commands.skip_layers", "accuracy with the expansion, pruning, "
                     "random or every single block skipped"),
 }

@@ -154,3 +154,54 @@ def plot_embedding(emb: np.ndarray, families, sizes=None, *, title: str = "t-SNE
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def depth_agreement(by_model: dict, families: dict, *, n_points: int = 48, n_boot: int = 200, seed: int = 0):
+    """How well the mean profiles of models of different depths agree once put on relative depth (claim ii).
+
+    ``by_model``: ``{model: profiles [sample, layer]}`` (entropies, nats); ``families``: ``{model: family}``.
+    Each model's mean profile is interpolated on ``n_points`` relative depths; per model pair: the Pearson r of the
+    two curves (shape), its 95 % bootstrap CI over each model's samples, and their RMSE in nats (level). Returns a
+    DataFrame, one row per pair, with ``same_family``."""
+    import itertools
+
+    rng = np.random.default_rng(seed)
+    curves, boots = {}, {}
+    for m, p in by_model.items():
+        p = np.asarray(p, dtype=np.float64)
+        curves[m] = resample_depth(p.mean(0), n_points)
+        idx = rng.integers(0, len(p), (n_boot, len(p)))
+        boots[m] = resample_depth(p[idx].mean(1), n_points)  # [boot, grid]
+    rows = []
+    for a, b in itertools.combinations(sorted(by_model), 2):
+        r = float(np.corrcoef(curves[a], curves[b])[0, 1])
+        rb = np.array([np.corrcoef(x, y)[0, 1] for x, y in zip(boots[a], boots[b])])
+        rows.append({"model_a": a, "model_b": b, "family_a": families[a], "family_b": families[b],
+                     "same_family": families[a] == families[b], "layers_a": np.asarray(by_model[a]).shape[1],
+                     "layers_b": np.asarray(by_model[b]).shape[1], "n_a": len(by_model[a]), "n_b": len(by_model[b]),
+                     "pearson_r": r, "r_ci_low": float(np.nanpercentile(rb, 2.5)),
+                     "r_ci_high": float(np.nanpercentile(rb, 97.5)),
+                     "rmse_nats": float(np.sqrt(np.mean((curves[a] - curves[b]) ** 2)))})
+    return pd.DataFrame(rows)
+
+
+def agreement_summary(pairs, families: dict) -> dict:
+    """Within- against between-family agreement of :func:`depth_agreement`'s pairs, and what cannot be said:
+    ``one_model_families`` (families with a single model: their depth invariance is untestable here)."""
+    counts: dict = {}
+    for f in families.values():
+        counts[f] = counts.get(f, 0) + 1
+    out = {"n_models": len(families), "n_families": len(counts),
+           "one_model_families": sorted(f for f, c in counts.items() if c == 1)}
+    for name, sel in (("within", pairs["same_family"]), ("between", ~pairs["same_family"])) if len(pairs) else ():
+        r = pairs.loc[sel, "pearson_r"]
+        out[f"{name}_pairs"] = int(len(r))
+        out[f"{name}_r_mean"] = float(r.mean()) if len(r) else None
+        out[f"{name}_r_std"] = float(r.std(ddof=0)) if len(r) else None
+    if out.get("within_pairs") and out.get("between_pairs"):
+        from scipy.stats import mannwhitneyu
+
+        w = pairs.loc[pairs["same_family"], "pearson_r"]
+        b = pairs.loc[~pairs["same_family"], "pearson_r"]
+        out["p_within_gt_between"] = float(mannwhitneyu(w, b, alternative="greater").pvalue)
+    return out

@@ -58,8 +58,8 @@ MODEL_TABLE = HERE / "model_properties.csv"
 #: A name matches a model's ``family`` (``llama-3.2``), its ``paper_family`` (``llama``: the four
 #: families of the paper's clustering are ``gpt2``, ``llama``, ``gemma``, ``qwen``) or its
 #: organisation (``meta``: the ``meta-llama/`` models).
-MODEL_FAMILIES = ["gpt2", "pythia", "opt", "bloom", "phi", "gemma", "gemma-2", "llama-3", "llama-3.1",
-                  "llama-3.2", "qwen", "qwen2.5", "qwen3", "meta"]
+MODEL_FAMILIES = ["gpt2", "pythia", "opt", "bloom", "phi", "gemma", "gemma-2", "gemma-3", "llama-3", "llama-3.1",
+                  "llama-3.2", "qwen", "qwen2.5", "qwen3", "meta", "smollm2"]
 #: hub organisation -> family name the original used for it
 ORG_FAMILIES = {"meta-llama": "meta"}
 #: alias -> (pip package, GGUF file name inside it or None when the package assembles it)
@@ -138,7 +138,7 @@ def _params_as_str(n: float) -> str:
     return str(int(n))
 
 
-def get_model_list(filename: str = "model_properties.csv", max_size: float = 8, model_families=MODEL_FAMILIES,
+def get_model_list(filename: str = "model_properties.csv", max_size: float = 10, model_families=MODEL_FAMILIES,
                    update: bool = False) -> pd.DataFrame:
     """The models of ``model_families`` with at most ``max_size`` billion parameters, as the original
     returned them: a DataFrame with ``model`` (the alias), ``model_family``, ``model_size`` (billions
@@ -165,7 +165,7 @@ def get_model_list(filename: str = "model_properties.csv", max_size: float = 8, 
     })
 
 
-def get_model_names(max_size: float = 8, model_families=MODEL_FAMILIES, filename: str = "model_properties.csv") -> list[str]:
+def get_model_names(max_size: float = 10, model_families=MODEL_FAMILIES, filename: str = "model_properties.csv") -> list[str]:
     """The aliases of :func:`get_model_list`, as a list."""
     return get_model_list(filename, max_size, model_families)["model"].tolist()
 

@@ -87,6 +87,9 @@ def test_model_table_filters():
     assert "gpt2-small" in small and "gpt2-xl" not in small and "pythia-1b" in small
     everything = get_model_names(max_size=100)
     assert "gemma-2-27b" in everything and "gemma-2-27b" not in get_model_names()
+    # the default list holds the embedded models and every model of the paper (2B-9B)
+    for name in ("smollm2-135m-instruct", "gemma-3-270m", "qwen3-8b", "gemma-2-9b-it", "llama-3-8b-instruct"):
+        assert name in get_model_names(), name
     table = model_manager.read_model_table()
     for col in ("alias", "hf_id", "family", "paper_family", "n_layers", "d_model", "d_vocab", "n_params", "size_b"):
         assert col in table
