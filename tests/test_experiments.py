@@ -143,3 +143,21 @@ def test_run_tests_recomputes_original_activations(tiny_dir, tmp_path):
         np.testing.assert_allclose(got, want, atol=1e-5)
     proc = run_script("run_tests.py", path, "--bs", 5, "--label", "prompt", "--folds", 3, "--k", 5)
     assert "ROC-AUC" in proc.stdout
+
+
+def test_mmlu_loglik_grading(tiny_dir, shared_data, tmp_path):
+    """--grading loglik: correct from the most likely of the four letters after the prompt (both grades kept);
+    the paper's grading keeps its file name and identity."""
+    base = ["run_experiments.py", tiny_dir, "mmlu", "--n_questions", 6, "--data_file", shared_data / "mmlu_test.jsonl",
+            "--max_len", 2, "--results_dir", tmp_path, "--no_progress"]
+    proc = run_script(*base, "--grading", "loglik")
+    data = load_results(tmp_path / "tiny-llama_mmlu_base_n6_loglik.pkl")
+    lp = np.stack(data["letter_logprobs"])
+    assert lp.shape == (len(data["correct"]), 4) and (lp < 0).all() and "accuracy" in proc.stdout
+    assert data["predicted"] == ["ABCD"[i] for i in lp.argmax(1)]
+    assert data["correct"] == [int(p == a) for p, a in zip(data["predicted"], data["answer"])]
+    assert "correct_generated" in data and data["metadata"]["grading"] == "loglik"
+    assert '"grading": "loglik"' in data["metadata"]["identity"]["extra"]
+    run_script(*base)
+    paper = load_results(tmp_path / "tiny-llama_mmlu_base_n6.pkl")
+    assert "letter_logprobs" not in paper and "grading" not in paper["metadata"]["identity"]["extra"]

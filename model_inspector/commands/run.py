@@ -90,7 +90,7 @@ def main(argv=None, experiment: str | None = None, style: str = "run") -> int:
     t0 = time.time()
     state = run_distributed(samples, cfg, out, load_inspector=lambda dev: load_inspector(ns, dev, cfg=cfg),
                             update_steps=ns.update_steps, resume=ns.resume, overwrite=ns.overwrite,
-                            label_fn=exp.grade, fields_fn=exp.fields(ns),
+                            label_fn=exp.grade, batch_label_fn=exp.grade_batch(ns), fields_fn=exp.fields(ns),
                             metadata={**counts, "data_file": getattr(ns, "data_file", None), **stats,
                                       **exp.metadata(ns)},
                             progress=not ns.no_progress, trust_pickle=ns.trust_pickle)

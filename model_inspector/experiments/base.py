@@ -103,6 +103,11 @@ class Experiment:
         """Labels computed from a generation (``fields``: ``text``, ``tokens``, metrics...); default: none."""
         return {}
 
+    def grade_batch(self, args: SimpleNamespace):
+        """``None``, or ``fn(inspector, samples, profile) -> [labels per sample]``: grading that needs the model
+        (MMLU's log-likelihood of the answer letters)."""
+        return None
+
     def fields(self, args: SimpleNamespace):
         """``fields_fn(profile, i) -> dict`` for the runner, or ``None`` for the default per-sample fields."""
         return None

@@ -199,6 +199,10 @@ class MMLU(Experiment):
                Integer(min=1, none=True), group="mmlu", identity=True),
         Option("subjects", None, "only these subjects, e.g. abstract_algebra anatomy", ListOf(Text(), none=True),
                group="mmlu", identity=True, nargs="+"),
+        Option("grading", "generate", "how 'correct' is graded: generate = the letter read from the generated text "
+               "(the paper's); loglik = the most likely of the four answer letters right after the prompt (their "
+               "log-likelihood; meaningful for small models that rarely write a letter); both are kept",
+               OneOf(("generate", "loglik")), group="mmlu", identity=True),
     )
     source = DataSource(QUESTION, HUB, "local MMLU (jsonl/json/parquet/csv: question, subject, choices, answer) "
                         "instead of the hub")
@@ -223,8 +227,19 @@ class MMLU(Experiment):
         return {"predicted": predicted or "", "correct": int(predicted == sample.labels["answer"])}
 
     def identity_extra(self, args):
-        return {"prompt_type": args.prompt_type, "n_questions": args.n_questions,
-                "subjects": list(args.subjects) if args.subjects else None}
+        extra = {"prompt_type": args.prompt_type, "n_questions": args.n_questions,
+                 "subjects": list(args.subjects) if args.subjects else None}
+        if args.grading != "generate":  # files of the paper's grading keep the identity they always had
+            extra["grading"] = args.grading
+        return extra
+
+    def grade_batch(self, args):
+        if args.grading != "loglik":
+            return None
+        return grade_by_loglik
+
+    def metadata(self, args):
+        return {"grading": args.grading}
 
     def output(self, args):
         return Path(args.results_dir) / f"{model_label(args.model)}_mmlu_{args.prompt_type}{sample_suffix(args)}.pkl"
@@ -232,6 +247,28 @@ class MMLU(Experiment):
     def report(self, state, out, seconds):
         acc = sum(state["correct"]) / max(1, len(state["correct"]))
         return f"wrote {out} ({len(state['correct'])} samples, accuracy {acc:.3f}, {seconds:.1f} s)"
+
+
+def grade_by_loglik(mi, samples, profile) -> list[dict]:
+    """Labels of a batch graded by the log-likelihood of the four answer letters right after each prompt (the
+    letter form the tokenizer uses, see :func:`model_inspector.skipping.letter_form`): ``predicted`` / ``correct``
+    from the most likely letter, ``letter_logprobs`` float32 ``[4]`` (nats, over the whole vocabulary),
+    ``letter_mass`` (their total probability), and the paper's generated-letter grade as ``predicted_generated`` /
+    ``correct_generated``."""
+    import numpy as np
+
+    from ..skipping import letter_logprobs
+
+    scores = letter_logprobs(mi, [s.text for s in samples], [()], batch_size=len(samples))
+    out = []
+    for s, lp, text in zip(samples, scores.logprob[:, 0], profile.texts):
+        gen = extract_letter(text, s.info.get("choices")) or ""
+        best = "ABCD"[int(np.argmax(lp))]
+        out.append({"predicted": best, "correct": int(best == s.labels["answer"]),
+                    "letter_logprobs": lp.astype(np.float32), "letter_mass": float(np.exp(lp).sum()),
+                    "letter_form": scores.form.text, "predicted_generated": gen,
+                    "correct_generated": int(gen == s.labels["answer"])})
+    return out
 
 
 def sample_suffix(args) -> str:
@@ -243,4 +280,6 @@ def sample_suffix(args) -> str:
         out += f"_{joined}" if len(joined) <= 60 else f"_subjects-{hashlib.sha1(joined.encode()).hexdigest()[:8]}"
     if args.n_questions:
         out += f"_n{args.n_questions}"
+    if getattr(args, "grading", "generate") != "generate":
+        out += f"_{args.grading}"
     return out

@@ -151,6 +151,7 @@ def run_profiling(
     resume: bool = False,
     overwrite: bool = False,
     label_fn: Callable[[Sample, dict], dict] | None = None,
+    batch_label_fn: Callable | None = None,
     fields_fn: Callable | None = None,
     save: Callable[[Path, dict], None] | None = None,
     metadata: dict | None = None,
@@ -164,7 +165,8 @@ def run_profiling(
 
     ``load_inspector()`` is called only once there is work to do (or an identity field needs the
     loaded model). ``label_fn(sample, fields)`` adds labels computed from the generation (e.g. MMLU
-    ``correct``). ``shard=(rank, world)``: run only the batches ``j`` with ``j % world == rank``
+    ``correct``); ``batch_label_fn(inspector, samples, profile)`` labels a whole batch with the model at hand (a
+    list of dicts; MMLU's log-likelihood grading). ``shard=(rank, world)``: run only the batches ``j`` with ``j % world == rank``
     (data-parallel processes; each keeps its own sidecar, merged by :func:`merge_shards`).
     ``fields_fn(profile, i)``: the per-sample fields of a profile row (default: :func:`profile_fields`).
     ``finalize=False`` leaves the rows in the sidecar (marked complete) instead of writing the
@@ -184,13 +186,14 @@ def run_profiling(
         rows, old_meta = _existing(out_path, store, identity, resume=resume, overwrite=overwrite,
                                    trust_pickle=trust_pickle)
         return _run(samples, cfg, out_path, store, identity, rows, old_meta, load_inspector=load_inspector,
-                    update_steps=update_steps, label_fn=label_fn, fields_fn=fields_fn or profile_fields,
+                    update_steps=update_steps, label_fn=label_fn, batch_label_fn=batch_label_fn,
+                    fields_fn=fields_fn or profile_fields,
                     save=save or write_results,
                     metadata=metadata, progress=progress, shard=shard, finalize=finalize)
 
 
 def _run(samples, cfg, out_path, store, identity, rows, old_meta, *, load_inspector, update_steps, label_fn,
-         fields_fn, save, metadata, progress, shard, finalize) -> dict:
+         batch_label_fn, fields_fn, save, metadata, progress, shard, finalize) -> dict:
     meta = dict(old_meta)
     meta.update({"format": FORMAT, "format_version": FORMAT_VERSION, "config": cfg.as_dict(),
                  "metrics": {m.key: m.definition for m in cfg.metrics}, "versions": library_versions(),
@@ -269,11 +272,14 @@ def _run(samples, cfg, out_path, store, identity, rows, old_meta, *, load_inspec
                 batch = [samples[i] for i in idx]
                 prof = mi.profile([s.text for s in batch], decode, metrics=cfg.metrics, batch_size=len(batch),
                                   indices=idx, batch_order="given", check_context=False)  # too long: skipped above
+                batch_labels = batch_label_fn(mi, batch, prof) if batch_label_fn is not None else None
                 for i, s in enumerate(batch):
                     fields = fields_fn(prof, i)
                     labels = {"model": model_label(cfg.model), **s.labels}
                     if label_fn is not None:
                         labels.update(label_fn(s, fields))
+                    if batch_labels is not None:  # grading with the model has the last word
+                        labels.update(batch_labels[i])
                     row = {"input": s.text, "sample_index": int(idx[i]), "prompt_tokens": int(lengths[idx[i]]),
                            **labels, **fields}
                     for k, v in row.items():
