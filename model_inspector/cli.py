@@ -113,6 +113,7 @@ COMMANDS = {
                    "results file"),
     "family": ("family", "-m model_inspector.commands.family", "agreement of model families' profiles on relative "
                "depth (claim ii)"),
+    "reproduce": ("reproduce", "-m model_inspector.commands.reproduce", "every claim with its controls, one report"),
     "skip-layers": ("skip_layers", "-m model_inspector.commands.skip_layers", "accuracy with the expansion, pruning, "
                     "random or every single block skipped"),
 }

@@ -194,8 +194,11 @@ def evaluate_controls(features: list[Feature], y, *, k: int = 29, n_splits: int 
             ref, ref_X, ref_k = aucs, X, k_used
     if n_permutations:
         rng = np.random.default_rng(seed)
-        perm = np.array([_fold_scores(ref_X, rng.permutation(y), splits, k=k, weights=weights)[0].mean()
-                         for _ in range(n_permutations)])
+        perm = []
+        for _ in range(n_permutations):  # as scikit-learn's permutation_test_score: folds stratified on the permuted y
+            yp = rng.permutation(y)
+            perm.append(_fold_scores(ref_X, yp, cv_splits(yp, n_splits, seed), k=k, weights=weights)[0].mean())
+        perm = np.array(perm)
         p_emp = float((1 + np.sum(perm >= ref.mean())) / (1 + n_permutations))
         rows.append({"feature": "label_permutations", "description": f"{features[0].name} with the labels permuted "
                      f"{n_permutations} times (same folds)", "n_samples": int(len(y)), "folds": f"{n_splits}",

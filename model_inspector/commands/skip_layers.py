@@ -272,6 +272,13 @@ def main(argv=None) -> int:
 
     table = Path(f"{out.with_suffix('')}_table.csv")
     atomic_write_bytes(table, pd.DataFrame(rows).assign(results_file=out.name).to_csv(index=False).encode())
+    import json
+
+    summary = {"results_file": out.name, "n_items": len(ev), "n_calibration": len(cal), "score": what,
+               "calibration": meta["calibration"], "letter_forms": meta.get("letter_forms"), "sweep": corr,
+               "conditions": [r for r in rows if r["kind"] != "random"],
+               "comparison": compare_strategies(conds, score, correct)}
+    atomic_write_bytes(Path(f"{out.with_suffix('')}_summary.json"), json.dumps(summary, indent=1, default=float).encode())
     report(rows, corr, meta, what, len(ev))
     print(f"wrote {out} and {table}")
     if not args.no_plot:
@@ -282,6 +289,29 @@ def main(argv=None) -> int:
         for p in save_figure(fig, f"{out.with_suffix('')}_sweep.png"):
             print(f"wrote {p}")
     return 0
+
+
+def compare_strategies(conds, score, correct) -> dict:
+    """Expansion against pruning, item by item, for the top-k (else top-1) sets: the paired difference of their
+    score changes (negative: skipping the expansion blocks hurts more) with its 95 % CI and p, and McNemar's p on
+    accuracy."""
+    from ..skipping.study import _mcnemar, _paired
+
+    names = [c.name for c in conds]
+    for size in ("topk", "top1"):
+        exp = next((i for i, c in enumerate(conds) if c.kind == "expansion" and (size == "top1") == c.name.endswith(
+            "top1")), None)
+        pru = next((i for i, c in enumerate(conds) if c.kind == "pruning" and (size == "top1") == c.name.endswith(
+            "top1")), None)
+        if exp is not None and pru is not None:
+            d, hw, p = _paired(score[:, exp] - score[:, pru])
+            out = {"expansion": names[exp], "pruning": names[pru], "score_diff": d, "score_diff_ci95": hw,
+                   "p_score": p, "n_items": int(score.shape[0])}
+            if correct is not None:
+                out.update(accuracy_diff=float(correct[:, exp].mean() - correct[:, pru].mean()),
+                           p_accuracy=_mcnemar(correct[:, pru], correct[:, exp]))
+            return out
+    return {}
 
 
 def report(rows: list[dict], corr: dict, meta: dict, what: str, n: int) -> None:
