@@ -100,6 +100,13 @@ def reproduce(models: list[str], *, scale: str | Scale = "small", data_dir: str 
     common = ["--results_dir", str(res), "--resume", "--no_progress"] + (["--threads", str(threads)] if threads else [])
     steps = list(steps or ("tasks", "strategies", "mmlu", "formats", "family", "skip"))
     manifest = {"scale": name, "sizes": asdict(sc), "models": {}, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    old = out / "manifest.json"
+    if old.exists():  # a resumed run: the steps of earlier runs stay in the report; seconds add up
+        before = json.loads(old.read_text())
+        if before.get("sizes") == manifest["sizes"]:
+            manifest.update(models=before.get("models", {}), started=before.get("started", manifest["started"]))
+            if "family_across" in before:
+                manifest["family_across"] = before["family_across"]
     log = (out / "commands.log").open("a")
 
     def stage(model: str, step: str, argvs: list[list[str]]):
@@ -111,7 +118,8 @@ def reproduce(models: list[str], *, scale: str | Scale = "small", data_dir: str 
         t0 = time.time()
         for argv in argvs:
             argv = [str(a) for a in argv]
-            entry["commands"].append("entropy-lens " + " ".join(argv))
+            if "entropy-lens " + " ".join(argv) not in entry["commands"]:
+                entry["commands"].append("entropy-lens " + " ".join(argv))
             if progress:
                 print(f"[{model}] entropy-lens {' '.join(argv)}", flush=True)
             try:
