@@ -27,7 +27,7 @@ from scipy.special import logsumexp
 
 from model_inspector import ModelInspector
 from model_inspector.skipping import check_replay, letter_logprobs
-from model_inspector.tasks import mmlu_prompt
+from model_inspector.experiments.mmlu import mmlu_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("ENTROPY_LENS_DATA", ROOT.parent / "shared" / "data"))

@@ -24,7 +24,7 @@ from model_inspector.skipping import (
 )
 from model_inspector.skipping.replay import _capture
 from model_inspector.skipping.scores import _pad, _rows
-from model_inspector.tasks import mmlu_prompt
+from model_inspector.experiments.mmlu import mmlu_prompt
 from model_inspector.testing import ARCHS, char_tokenizer, tiny_model
 
 #: short multiple-choice prompts of different lengths (the char tokenizer: one token per character)
