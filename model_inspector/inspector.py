@@ -52,6 +52,8 @@ class ModelInspector:
             from .threads import set_threads
 
             self.threads = set_threads(None if threads == "auto" else threads)
+        if isinstance(model_name_or_model, tuple) and len(model_name_or_model) == 2 and tokenizer is None:
+            model_name_or_model, tokenizer = model_name_or_model  # ModelInspector((model, tokenizer))
         if isinstance(model_name_or_model, nn.Module):
             if tokenizer is None:
                 raise UserError("pass the model's tokenizer along with a model object")
@@ -133,7 +135,7 @@ class ModelInspector:
     # ------------------------------------------------------------------ modern API
     def profile(self, prompts: Sequence[str] | str, decode: DecodeConfig | None = None, *, max_len: int = 32,
                 metrics=("shannon",), batch_size: int = 8, sample: bool = False, temperature: float = 1.0,
-                seed: int | None = None, stop_at_eos: bool = False, keep_residuals: bool = False,
+                seed: int | None = 0, stop_at_eos: bool = False, keep_residuals: bool = False,
                 keep_top_tokens: int = 0, top_k: int | None = None, chat_template: bool = False,
                 first_index: int = 0, indices=None, batch_order: str = "length", on_batch=None,
                 check_context: bool = True, prepend_bos="auto") -> Profile:
@@ -146,8 +148,9 @@ class ModelInspector:
         Returns a :class:`Profile`: ``.entropy`` and the other metrics ``[prompt, token, layer]``,
         ``.texts`` (generated text), ``.token_ids`` ``[prompt, token]``, in the order of ``prompts``.
         ``batch_order="length"`` (default) batches prompts of similar token length together (less
-        padding; ``"given"``: consecutive prompts); a sampled prompt draws from its own seeded stream
-        (``indices``: the prompts' global indices, default ``first_index, first_index + 1, ...``), so
+        padding; ``"given"``: consecutive prompts); a sampled prompt draws from its own stream seeded by
+        ``seed`` (default 0: two identical calls give identical draws; ``seed=None`` draws fresh ones) and its
+        index (``indices``: the prompts' global indices, default ``first_index, first_index + 1, ...``), so
         results do not depend on the batching. A prompt that does not fit the
         context with ``max_len`` raises ``UserError`` (``check_context=False``: the caller has checked)."""
         if decode is None:

@@ -271,7 +271,8 @@ for _opt in (
            flag="--greedy", inverse=True),
     Option("temperature", 1.0, "sampling temperature", Real(min=0, min_open=True), group="decode", identity=True,
            to_identity=_greedy_none),
-    Option("seed", None, "seed of sampling, scrambling and subsampling", Integer(none=True), group="decode",
+    Option("seed", 0, "seed of sampling, scrambling and subsampling (sampled runs are reproducible: the same seed draws "
+           "the same tokens; in the library, None draws fresh ones)", Integer(min=0, none=True), group="decode",
            identity=True),
     Option("stop_at_eos", False, "stop a row at EOS (later positions NaN)", _BOOL, group="decode", identity=True,
            flag=None, legacy=False),
@@ -329,7 +330,7 @@ for _opt in (
     Option("metric", None, "the profile column to use, e.g. entropy, renyi_0.5 (default: entropy, else the file's "
            "first metric)", Text(), group="analysis"),
     Option("k", 29, "neighbours", Integer(min=1), group="analysis"),
-    Option("folds", 10, "CV folds", Integer(min=1), group="analysis"),
+    Option("folds", 10, "CV folds", Integer(min=2), group="analysis"),
     Option("num_windows", None, "features: window means over generated tokens, flattened (default: the mean profile)",
            Integer(min=1, none=True), group="analysis"),
     Option("out_dir", None, "folder for the outputs (default: beside FILE)", Text(), group="analysis"),

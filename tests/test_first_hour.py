@@ -142,3 +142,18 @@ def test_help_is_fast():
             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.strip().endswith("NO-TORCH") and "--out_dir" in out.stdout
+
+
+def test_library_defaults_do_not_surprise(tok):
+    """A sampled profile() is reproducible by default (seed 0; seed=None draws fresh), and ModelInspector takes a
+    (model, tokenizer) tuple as the README writes it."""
+    from model_inspector import ModelInspector
+    from model_inspector.testing import tiny_model
+
+    model = tiny_model("llama")
+    mi = ModelInspector((model, tok))
+    a = mi.profile(["abc", "de"], max_len=4, sample=True)
+    b = mi.profile(["abc", "de"], max_len=4, sample=True)
+    assert a.texts == b.texts and (a.token_ids == b.token_ids).all()
+    c = mi.profile(["abc", "de"], max_len=4, sample=True, seed=7)
+    assert (c.token_ids != a.token_ids).any()

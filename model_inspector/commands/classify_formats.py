@@ -54,9 +54,9 @@ def plot_confusion(cm, labels, title, path):
 
     from model_inspector.plots import _plt, save_figure
 
-    fig, ax = _plt().subplots(figsize=(5.0, 4.4))
+    fig, ax = _plt().subplots(figsize=(6.2, 4.8))
     ConfusionMatrixDisplay(cm, display_labels=labels).plot(ax=ax, cmap="Blues", colorbar=False)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=8)
     return save_figure(fig, path)
 
 
@@ -71,7 +71,9 @@ def main(argv=None) -> int:
 
     if not Path(args.data).is_file():
         raise ResultsFileError(f"formats file not found: {args.data} (create it with generate_format_dataset.py)")
-    df = Results.load(args.data, trust=args.trust_pickle).to_records()
+    res = Results.load(args.data, trust=args.trust_pickle)
+    df = res.to_records()
+    model = ((res.metadata.get("identity") or {}).get("model") or str(df["model"].iloc[0] if "model" in df else "?"))
     available = sorted(df["alpha"].unique())
     alphas = args.alphas or available
     missing = [a for a in alphas if not np.isclose(available, a).any()]
@@ -86,6 +88,7 @@ def main(argv=None) -> int:
     print(f"{args.data}: {df['sample'].nunique() if 'sample' in df else len(df) // len(available)} prompts, "
           f"formats {', '.join(sorted(df['format'].unique()))}")
     n_classes = df["format"].nunique()
+    shown: dict = {}  # the plotted confusion matrices, to say when two orders give the same one
     print(f"{'alpha':>6} {'k':>3} {'cv acc':>8} {'± std':>7} {'chance':>7} {'ROC-AUC':>8} {'dummy AUC':>10} "
           f"{'split acc':>10}")
     for a in alphas:
@@ -108,16 +111,26 @@ def main(argv=None) -> int:
                   f"{max(r['class_counts']) / r['n_samples']:>7.3f} {r['model_roc_auc']:>8.3f} "
                   f"{r['baseline_roc_auc']:>10.3f} {report['accuracy']:>10.3f}{k_note}")
         best_k = max(args.ks, key=lambda k: summary[str(a)][str(k)]["cv_accuracy_mean"])
-        cm = np.array(summary[str(a)][str(best_k)]["confusion_matrix"])
-        acc = summary[str(a)][str(best_k)]["split_accuracy"]
-        title = (f"alpha={a:g}, k={best_k} (best CV accuracy of k in {', '.join(map(str, args.ks))})\n"
-                 f"{args.test_size:g} test split: accuracy {acc:.2f} (chance {1 / n_classes:.2f}); rows: true, "
-                 "columns: predicted")
-        for p in plot_confusion(cm, labels, title, plots / f"confusion_alpha{a:g}_k{best_k}.png"):
+        best = summary[str(a)][str(best_k)]
+        cm = np.array(best["confusion_matrix"])
+        n_test = int(cm.sum())
+        order = "Shannon entropy (Rényi α=1)" if a == 1 else f"Rényi entropy α={a:g}"
+        title = (f"{model}: {order}, k={best['k_used']} (best of k in {', '.join(map(str, args.ks))})\n"
+                 f"{args.folds}-fold CV accuracy {best['cv_accuracy_mean']:.2f} ± {best['cv_accuracy_std']:.2f}, "
+                 f"ROC-AUC {best['roc_auc']:.2f}; {args.test_size:g} test split (n={n_test}): accuracy "
+                 f"{best['split_accuracy']:.2f} (chance {1 / n_classes:.2f}); rows: true, columns: predicted")
+        key = cm.tobytes()
+        if key in shown:
+            print(f"  note: the test split's confusion matrix of alpha {a:g} equals that of alpha {shown[key]:g} (n={n_test} "
+                  "test samples: the same predictions; the CV accuracies above use every sample)")
+        shown.setdefault(key, a)
+        name = f"confusion_alpha{a:g}_k{best['k_used']}_{args.folds}fold.png"  # what the plot shows, in its name
+        for p in plot_confusion(cm, labels, title, plots / name):
             print(f"  wrote {p}")
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(summary, indent=1))
+        from ..storage import atomic_write_bytes
+
+        atomic_write_bytes(json_out, json.dumps(summary, indent=1).encode())
         print(f"wrote {json_out}")
     return 0
 

@@ -71,11 +71,6 @@ class RunConfig(Settings):
 
     _identity = True
     _fields = {"model": None, "dataset": None, "extra": {}, "revision": None}
-    #: the runner's defaults where they differ from the library's
-    _defaults = {"seed": 0}
-
-    def __init__(self, **values):
-        super().__init__(**{**self._defaults, **values})
 
     def _check(self) -> None:
         for name in ("model", "dataset"):
