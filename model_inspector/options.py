@@ -451,7 +451,7 @@ for _opt in (
            flag="--greedy", inverse=True),
     Option("temperature", 1.0, "sampling temperature", Real(min=0, min_open=True), group="decode", identity=True,
            to_identity=_greedy_none),
-    Option("seed", None, "seed of sampling, scrambling and subsampling", Integer(none=True), group="decode",
+    Option("seed", None, "seed of sampling, scrambling and subsampling", Integer(min=0, none=True), group="decode",
            identity=True),
     Option("stop_at_eos", False, "stop a row at EOS (later positions NaN)", _BOOL, group="decode", identity=True,
            flag=None, legacy=False),
@@ -511,5 +511,9 @@ for _opt in (
            Integer(min=1, none=True), group="analysis"),
     Option("out_dir", None, "folder for the outputs (default: beside FILE)", Text(), group="analysis"),
     Option("no_plot", False, "skip the plot", _BOOL, group="analysis", switch=True),
+    # --- appended by the runner's edge cases
+    Option("keep_nonfinite", False, "keep rows whose metrics are NaN or inf at a generated step (counted in "
+           "metadata n_nonfinite) instead of stopping at the first, which names its prompt", _BOOL, group="run",
+           switch=True),
 ):
     register_option(_opt)

@@ -91,7 +91,8 @@ def main(argv=None, experiment: str | None = None, style: str = "run") -> int:
                             label_fn=exp.grade, fields_fn=exp.fields(ns),
                             metadata={**counts, "data_file": getattr(ns, "data_file", None), **stats,
                                       **exp.metadata(ns)},
-                            progress=not ns.no_progress, trust_pickle=ns.trust_pickle)
+                            progress=not ns.no_progress, trust_pickle=ns.trust_pickle,
+                            threads=getattr(ns, "threads", None), keep_nonfinite=getattr(ns, "keep_nonfinite", False))
     if state is None:  # a non-main process of a data-parallel run: rank 0 reports
         return 0
     print(exp.report(state, out, time.time() - t0))
