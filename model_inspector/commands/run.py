@@ -46,9 +46,12 @@ def run_config(exp, ns: SimpleNamespace):
     """The :class:`~model_inspector.run.config.RunConfig` of a run: every identity option (the flag's value, else
     the experiment's default), the experiment's computed values and identity extras, and the device and dtype
     resolved now, once."""
+    from ..cli import parse_device_map
     from ..loading import resolve_placement
     from ..options import identity_options
     from ..run.config import RunConfig
+
+    parse_device_map(getattr(ns, "device_map", None))  # a bad map is refused now, in one line, before any work
 
     values = {}
     for o in identity_options():

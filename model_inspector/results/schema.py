@@ -60,7 +60,7 @@ METADATA_KEYS = {
     "config": "the run's settings", "metrics": "metric key -> definition with unit", "model_id": "the model's id",
     "dtype": "torch dtype", "device": "torch device", "n_layers": "L", "d_model": "d", "d_vocab": "V",
     "prepend_bos_resolved": "whether a BOS token was prepended", "versions": "library versions",
-    "n_total": "samples to profile", "n_skipped": "prompts skipped by length",
+    "n_total": "samples to profile", "n_rows": "rows this process profiles (all of them but in a data-parallel shard)", "n_skipped": "prompts skipped by length",
     "n_bad_rows": "data rows skipped (--skip_bad_rows)", "n_skipped_context": "prompts too long for the context",
     "threads": "CPU threads (a sorted list when the rows' parts were made with different counts)",
     "parts": "per sidecar part, in row order: rows, threads, library versions (and the shard's rank) that made them",

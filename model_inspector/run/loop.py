@@ -250,6 +250,11 @@ def _use_threads(threads: int | None, old_meta: dict, store: PartsStore, resumin
 def _run(samples, cfg, out_path, store, identity, rows, old_meta, source, *, load_inspector, update_steps, label_fn,
          fields_fn, save, metadata, progress, shard, finalize, trust_pickle, threads, keep_nonfinite) -> dict:
     rank, world = shard
+    expected = old_meta.get("n_rows")
+    if old_meta.get("complete") and source == "sidecar" and isinstance(expected, int) and n_samples(rows) < expected:
+        print(f"{store.dir} is marked complete but holds {n_samples(rows)} of its {expected} rows (parts were moved "
+              "aside): profiling the missing ones")
+        old_meta = {**old_meta, "complete": False}
     if old_meta.get("complete"):
         if source == "file":  # a finished file: handed back as it is on disk
             if not identity.complete:
@@ -301,6 +306,7 @@ def _run(samples, cfg, out_path, store, identity, rows, old_meta, source, *, loa
     plan = plan_batches([lengths[i] for i in kept], cfg.batch_size, order=cfg.batch_order)
     mine = [np.asarray(kept)[b] for b in plan[rank::world]]
     own = [samples[i] for b in mine for i in b]
+    meta["n_rows"] = len(own)
     done = _check_inputs(rows, own, cfg.batch_size, out_path) if n_samples(rows) else 0
     todo = [b for b, upto in zip(mine, np.cumsum([len(b) for b in mine])) if upto > done]
     meta["complete"] = False
