@@ -3,7 +3,8 @@
 Shared by every experiment and knowing none of them: an experiment says what a row is (a :class:`Record` of
 :class:`Field` rules) and where its data lives on the hub (a :class:`HubSource`). Every row is parsed by explicit
 rules; nothing is coerced (a CSV file is read with every cell as the string written, and each rule parses its
-field from that string: ``1`` is the integer 1, ``1.0`` is not an integer). A bad row is reported as ``FILE:LINE: what is wrong`` (with the count of bad rows), or
+field from that string: ``1`` is the integer 1, ``1.0`` is not an integer). A bad row is reported as
+``FILE:LINE: what is wrong`` (with the count of bad rows), or
 skipped and counted with ``skip_bad_rows=True`` (``--skip_bad_rows``).
 """
 

@@ -32,6 +32,15 @@ def stories_file(tmp_path_factory):
     return p
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: the tiny models gain nothing from more, and OpenMP threads spin on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def mi(tiny_dir):
     from model_inspector import ModelInspector

@@ -136,9 +136,10 @@ def load_npz(path: str | Path) -> dict:
             try:
                 value = z[name]
             except (ValueError, OSError) as exc:  # an object array needs pickle, which this reader never runs
-                why = "an object array (it needs pickle, never run here)" if "pickle" in str(exc) else type(exc).__name__
-                raise ResultsFileError(f"{p}: entry {name!r} is {why}; write the file with entropy-lens (Results.to_npz)"
-                                       " or load it yourself with numpy if you trust it") from None
+                why = ("an object array (it needs pickle, never run here)" if "pickle" in str(exc)
+                       else type(exc).__name__)
+                raise ResultsFileError(f"{p}: entry {name!r} is {why}; write the file with entropy-lens "
+                                       "(Results.to_npz) or load it yourself with numpy if you trust it") from None
             try:
                 if name == "__metadata__":
                     data["metadata"] = json.loads(str(value))

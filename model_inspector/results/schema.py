@@ -59,8 +59,11 @@ METADATA_KEYS = {
     "token_strings": "{id: text} for every id in tokens and top_ids (readers need no tokenizer)",
     "config": "the run's settings", "metrics": "metric key -> definition with unit", "model_id": "the model's id",
     "dtype": "torch dtype", "device": "torch device", "n_layers": "L", "d_model": "d", "d_vocab": "V",
-    "prepend_bos_resolved": "whether a BOS token was prepended", "versions": "library versions",
-    "n_total": "samples to profile", "n_rows": "rows this process profiles (all of them but in a data-parallel shard)", "n_skipped": "prompts skipped by length",
+    "prepend_bos_resolved": "whether a BOS token was prepended",
+    "versions": "library versions (a list of the distinct sets when the rows' parts were made with different ones)",
+    "n_total": "samples to profile",
+    "n_rows": "rows this process profiles (all of them but in a data-parallel shard)",
+    "n_skipped": "prompts skipped by length",
     "n_bad_rows": "data rows skipped (--skip_bad_rows)", "n_skipped_context": "prompts too long for the context",
     "threads": "CPU threads (a sorted list when the rows' parts were made with different counts)",
     "parts": "per sidecar part, in row order: rows, threads, library versions (and the shard's rank) that made them",
@@ -155,8 +158,9 @@ def check_shapes(data: dict, path: str | Path) -> None:
             if not isinstance(x, np.ndarray) or x.shape != shape:
                 got = tuple(x.shape) if isinstance(x, np.ndarray) else type(x).__name__
                 where = _sample_name(data, i)
-                raise ResultsFileError(f"{path}: column {k!r} is ragged: {where} has shape {got}, the samples before it "
-                                       f"{tuple(shape)} [token, layer]; every sample of a column must have one shape")
+                raise ResultsFileError(f"{path}: column {k!r} is ragged: {where} has shape {got}, the samples before "
+                                       f"it {tuple(shape)} [token, layer]; every sample of a column must have one "
+                                       "shape")
 
 
 def _sample_name(data: dict, i: int) -> str:
