@@ -165,6 +165,25 @@ def test_a_partly_removed_sidecar_never_overwrites_the_complete_file(tiny_dir, m
     assert not PartsStore(out).dir.exists()
 
 
+def test_a_finished_file_with_its_sidecar_left_is_finished_for_every_later_run(tiny_dir, mi, tmp_path):
+    """A kill after the final rename leaves the complete sidecar beside the complete file: a later run without
+    --resume says the file exists (not "an unfinished run"), and the leftover is gone."""
+    out = tmp_path / "r.pkl"
+    run_profiling(_samples(), _cfg(tiny_dir), out, load_inspector=lambda: mi, update_steps=8, progress=False)
+    keep = tmp_path / "keep.pkl"
+
+    def killed(path, state):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_profiling(_samples(), _cfg(tiny_dir), keep, load_inspector=lambda: mi, update_steps=8, progress=False,
+                      save=killed)
+    shutil.copytree(PartsStore(keep).dir, PartsStore(out).dir)
+    with pytest.raises(FileExistsError, match=f"{out} exists; pass --resume") as info:
+        run_profiling(_samples(), _cfg(tiny_dir), out, load_inspector=_never, progress=False)
+    assert "unfinished" not in str(info.value) and not PartsStore(out).dir.exists()
+
+
 def test_a_cut_merge_leaves_no_temporary_after_resume(tiny_dir, mi, tmp_path):
     from model_inspector.run.distributed import run_distributed
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from helpers import same_results
 
-from model_inspector.errors import ResultsFileError, RunInterrupted
+from model_inspector.errors import ResultsFileError
 from model_inspector.experiments.tinystories import tinystories_samples
 from model_inspector.results import load_results
 from model_inspector.run.config import RunConfig
@@ -60,11 +60,18 @@ def _cfg(model, **kw):
 
 def cli(capsys, experiment, *argv, code=2):
     """Run ``entropy-lens run EXPERIMENT`` (the paper's script style) in-process; return its one ``error:`` line."""
-    from model_inspector.cli import run_main
     from model_inspector.commands.run import main
 
+    return one_line(capsys, lambda: main([str(a) for a in argv], experiment=experiment, style="script"), code=code)
+
+
+def one_line(capsys, fn, code=2):
+    """What the command line reports for ``fn()`` (through ``run_main``): exactly one ``error:`` line, no traceback."""
+    from model_inspector.cli import run_main
+
+    capsys.readouterr()
     with pytest.raises(SystemExit) as done:  # any exception but a user error would escape here, and fail the test
-        run_main(lambda: main([str(a) for a in argv], experiment=experiment, style="script"))
+        run_main(fn)
     err = capsys.readouterr().err
     assert done.value.code == code, err
     assert "Traceback" not in err, err
@@ -147,7 +154,21 @@ def test_a_sidecar_name_taken_by_a_file_is_found_in_the_preflight(capsys, storie
     assert "no-such-model-xyz_tinystories_1.pkl.parts is a file" in line and "move the file aside" in line
 
 
-def test_a_damaged_part_names_itself_and_the_intact_rows(tiny_dir, mi, tmp_path):
+def test_an_existing_file_is_not_called_a_storage_failure(capsys, tiny_dir, stories_file, tmp_path):
+    from model_inspector.cli import run_main
+    from model_inspector.commands.run import main
+
+    with pytest.raises(SystemExit):
+        run_main(lambda: main([str(a) for a in _ts(tiny_dir, stories_file, tmp_path)[1:]], experiment="tinystories",
+                              style="script"))
+    capsys.readouterr()
+    line = cli(capsys, *_ts(tiny_dir, stories_file, tmp_path))
+    assert line.endswith("tiny-llama_tinystories_1.pkl exists; pass --resume to continue it or --overwrite to replace "
+                         "it")
+    assert "free space" not in line and "cannot write" not in line
+
+
+def test_a_damaged_part_names_itself_and_the_intact_rows(tiny_dir, mi, tmp_path, capsys):
     out = tmp_path / "r.pkl"
     full = run_profiling(_samples(), _cfg(tiny_dir), tmp_path / "full.pkl", load_inspector=lambda: mi,
                          progress=False)
@@ -161,9 +182,8 @@ def test_a_damaged_part_names_itself_and_the_intact_rows(tiny_dir, mi, tmp_path)
     parts = PartsStore(out).parts()
     assert len(parts) == 3
     parts[1].write_bytes(parts[1].read_bytes()[:50])  # truncated
-    with pytest.raises(ResultsFileError) as info:
-        run_profiling(_samples(), _cfg(tiny_dir), out, load_inspector=_never, resume=True, progress=False)
-    msg = str(info.value)
+    msg = one_line(capsys, lambda: run_profiling(_samples(), _cfg(tiny_dir), out, load_inspector=_never, resume=True,
+                                                  progress=False))
     assert f"{parts[1]} is damaged" in msg and "the 8 rows of the 1 part(s) before it are intact" in msg
     assert "and the 1 part(s) after it" in msg and "--resume" in msg and "--overwrite" not in msg
     # following the advice redoes only those rows
@@ -195,7 +215,7 @@ def test_resuming_a_version_3_file_says_why_it_cannot_be_continued(capsys, tiny_
     assert "--overwrite" in line and "(not recorded)" not in line
 
 
-def test_an_interrupt_before_the_first_batch_writes_no_file(tiny_dir, mi, tmp_path):
+def test_an_interrupt_before_the_first_batch_writes_no_file(tiny_dir, mi, tmp_path, capsys):
     class Stopped:
         def __getattr__(self, name):
             return getattr(mi, name)
@@ -204,8 +224,9 @@ def test_an_interrupt_before_the_first_batch_writes_no_file(tiny_dir, mi, tmp_pa
             raise KeyboardInterrupt
 
     out = tmp_path / "r.pkl"
-    with pytest.raises(RunInterrupted, match="nothing was finished"):
-        run_profiling(_samples(), _cfg(tiny_dir), out, load_inspector=lambda: Stopped(), progress=False)
+    line = one_line(capsys, lambda: run_profiling(_samples(), _cfg(tiny_dir), out, load_inspector=lambda: Stopped(),
+                                                   progress=False), code=130)
+    assert "interrupted before the first batch finished: nothing was finished" in line
     assert not out.exists() and PartsStore(out).exists() and not PartsStore(out).parts()
     with pytest.raises(ResultsFileError, match="has finished no rows; continue it with --resume"):
         load_results(out)

@@ -48,8 +48,8 @@ def _storage_errors(path: Path, store: PartsStore, n_done: Callable[[], int]):
     try:
         yield
     except OSError as exc:
-        if isinstance(exc, RunStorageError):
-            raise
+        if isinstance(exc, RunStorageError) or (isinstance(exc, FileExistsError) and exc.filename is None):
+            raise  # already said; or "the file exists: --resume or --overwrite" (no storage failure)
         where = exc.filename or path
         raise RunStorageError(
             f"cannot write {where} ({exc.strerror or exc}); the {n_done()} samples completed before are safe in "

@@ -19,7 +19,7 @@ from ..errors import UserError
 from ..results.layouts import read as read_results
 from ..storage import OutputLock, OutputLockedError, preflight_output
 from .loop import run_profiling
-from .output import clean_stale, complete_file, merge_shards, remove_shards, shard_path, shard_stores
+from .output import clean_stale, merge_shards, remove_leftovers, remove_shards, shard_path, shard_stores
 
 __all__ = ["process_state", "run_distributed"]
 
@@ -43,11 +43,10 @@ def _finish_cut_merge(samples, cfg, out_path: Path, *, resume: bool, overwrite: 
     if not found or overwrite:
         remove_shards(out_path)
         return None
-    if resume:
-        done = complete_file(out_path, cfg.identity(samples), trust_pickle=trust_pickle)
-        if done is not None:  # the merged file is in place; removing the shards was cut short
-            remove_shards(out_path)
-            return done
+    if remove_leftovers(out_path, trust_pickle=trust_pickle):  # the merged file is in place: the shards were left
+        found = shard_stores(out_path)
+        if not found:
+            return None
     world, stores = max(found.items())
     if not resume:
         raise FileExistsError(f"an unfinished {world}-process run of {out_path} exists; pass --resume to finish it "
@@ -72,6 +71,7 @@ def run_distributed(samples, cfg, out_path, *, load_inspector, resume=False, ove
         preflight_output(out_path)
         with OutputLock(out_path):
             clean_stale(out_path)
+            remove_leftovers(out_path, trust_pickle=trust_pickle)
             merged = _finish_cut_merge(samples, cfg, out_path, resume=resume, overwrite=overwrite, save=save,
                                        trust_pickle=trust_pickle)
             if merged is not None:
@@ -88,6 +88,7 @@ def run_distributed(samples, cfg, out_path, *, load_inspector, resume=False, ove
             preflight_output(out_path)
             lock = OutputLock(out_path).acquire()
             clean_stale(out_path)
+            remove_leftovers(out_path, trust_pickle=trust_pickle)
         except (OSError, OutputLockedError) as exc:
             problem = [f"{type(exc).__name__}: {exc}"]
     broadcast_object_list(problem, from_process=0)
@@ -103,11 +104,7 @@ def run_distributed(samples, cfg, out_path, *, load_inspector, resume=False, ove
             identity = cfg.identity(samples)
             identity.check(meta.get("identity"), out_path, partial=True)
             if meta.get("complete"):
-                state.wait_for_everyone()  # every rank has read it before rank 0 removes what is left of the shards
-                if rank != 0:
-                    return None
-                remove_shards(out_path)  # a merge whose removal of the shards was cut short
-                return done
+                return done if rank == 0 else None
         mine = shard_path(out_path, rank, world)
         run_profiling(samples, cfg, mine, load_inspector=lambda: load_inspector(str(state.device)),
                       resume=resume, overwrite=overwrite, progress=progress and state.is_main_process,

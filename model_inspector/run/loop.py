@@ -37,7 +37,7 @@ from ..storage import OutputLock, PartsStore, preflight_output, remove_stale_tem
 from .batching import plan_batches
 from .batchloop import BatchLoop, NonFiniteRow, RunAborted, _storage_errors
 from .config import IdentityMismatch, RunConfig, RunIdentity, fingerprint_path
-from .output import RunStorageError, complete_file, count_nonfinite, provenance, write_results
+from .output import RunStorageError, count_nonfinite, provenance, remove_leftovers, write_results
 from .output import finalize as finish_output
 
 if TYPE_CHECKING:
@@ -102,8 +102,8 @@ def _check_version(meta: dict, where) -> None:
 def _existing(out_path: Path, store: PartsStore, identity: RunIdentity, *, resume: bool,
               overwrite: bool, trust_pickle: bool = False) -> tuple[dict, dict, str]:
     """``(rows so far, recorded metadata, where from)`` of an existing sidecar or file, after the identity check.
-    ``where from``: ``"sidecar"``, ``"file"`` or ``""`` (nothing). A complete file whose sidecar is still there (a
-    kill after the final write) is the truth: its sidecar is removed."""
+    ``where from``: ``"sidecar"``, ``"file"`` or ``""`` (nothing). (A complete file's leftover sidecar, after a kill
+    between the final write and the sidecar's removal, was removed before: :func:`~.output.remove_leftovers`.)"""
     if overwrite:
         store.remove()
         if out_path.exists():
@@ -121,10 +121,6 @@ def _existing(out_path: Path, store: PartsStore, identity: RunIdentity, *, resum
                                   "it or --overwrite to start again")
         _check_version(meta, store.dir)
         identity.check(meta.get("identity"), out_path, partial=True)
-        done = complete_file(out_path, identity, trust_pickle=trust_pickle) if meta.get("complete") else None
-        if done is not None:  # the final file is in place; removing the sidecar was cut short
-            store.remove()
-            return done, dict(done.pop("metadata", None) or {}), "file"
         return store.read_rows(trust=trust_pickle), meta, "sidecar"
     if out_path.exists():
         if not resume:
@@ -183,6 +179,8 @@ def run_profiling(
     store = PartsStore(out_path)
     with (OutputLock(out_path) if lock else nullcontext()), _storage_errors(out_path, store, lambda: 0):
         remove_stale_temporaries(out_path)
+        if not overwrite:
+            remove_leftovers(out_path, shards=False, trust_pickle=trust_pickle)  # a finished file's sidecar
         rows, old_meta, source = _existing(out_path, store, identity, resume=resume, overwrite=overwrite,
                                            trust_pickle=trust_pickle)
         return _run(samples, cfg, out_path, store, identity, rows, old_meta, source, load_inspector=load_inspector,

@@ -29,7 +29,8 @@ from ..storage import PartsStore, RunStorageError, kill_point, remove_stale_temp
 from .config import IdentityMismatch
 
 __all__ = ["RunStorageError", "write_results", "shard_path", "shard_stores", "merge_shards", "finalize",
-           "verify_written", "provenance", "clean_stale", "remove_shards", "count_nonfinite"]
+           "verify_written", "provenance", "clean_stale", "remove_shards", "remove_leftovers", "count_nonfinite",
+           "complete_file"]
 
 
 def write_results(path: Path, state: dict) -> None:
@@ -190,6 +191,33 @@ def merge_shards(out_path: str | Path, world: int, *, save=None, trust_pickle: b
     meta.update(provenance(stores))
     merged["metadata"] = meta
     return finalize(out_path, merged, stores, save=save, merge=True, trust_pickle=trust_pickle)
+
+
+def remove_leftovers(out_path: str | Path, *, shards: bool = True, trust_pickle: bool = False) -> list[Path]:
+    """Remove the sidecars (``shards``: the shard sidecars too) that a finished ``out_path`` left behind: a kill after
+    the final rename, or during the removal, leaves a complete sidecar beside the complete file it was written to
+    (same run identity). Call under the output's lock; returns the folders removed."""
+    out_path = Path(out_path)
+    stores = [PartsStore(out_path)] + ([s for group in shard_stores(out_path).values() for s in group] if shards else [])
+    stores = [s for s in stores if s.exists()]
+    if not stores or not out_path.is_file():
+        return []
+    try:
+        meta = read_layout(out_path, trust=trust_pickle).get("metadata") or {}
+    except UserError:
+        return []  # not a readable file: not ours to judge here
+    if meta.get("complete") is not True or not meta.get("identity"):
+        return []
+    gone = []
+    for s in stores:
+        try:
+            smeta = s.read_meta()
+        except ResultsFileError:
+            continue
+        if smeta.get("complete") and _same(smeta.get("identity"), meta["identity"]):
+            s.remove()
+            gone.append(s.dir)
+    return gone
 
 
 def complete_file(out_path: Path, identity, *, trust_pickle: bool = False) -> dict | None:
