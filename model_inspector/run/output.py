@@ -198,7 +198,9 @@ def remove_leftovers(out_path: str | Path, *, shards: bool = True, trust_pickle:
     the final rename, or during the removal, leaves a complete sidecar beside the complete file it was written to
     (same run identity). Call under the output's lock; returns the folders removed."""
     out_path = Path(out_path)
-    stores = [PartsStore(out_path)] + ([s for group in shard_stores(out_path).values() for s in group] if shards else [])
+    stores = [PartsStore(out_path)]
+    if shards:
+        stores += [s for group in shard_stores(out_path).values() for s in group]
     stores = [s for s in stores if s.exists()]
     if not stores or not out_path.is_file():
         return []
