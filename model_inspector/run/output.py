@@ -78,12 +78,12 @@ def remove_shards(out_path: str | Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ provenance
-def provenance(stores: list[PartsStore], *, carried: int = 0) -> dict:
+def provenance(stores: list[PartsStore]) -> dict:
     """What made the rows of ``stores`` (in row order), from each part's record: ``parts`` (runs of parts made alike,
-    each ``{"rows", "threads", "versions"}`` plus ``rank`` for a shard), ``threads`` (the count, or a sorted list of
-    counts when they differ) and ``versions`` (a dict, or a list of the distinct dicts). ``carried``: rows taken
-    over from a partial file, whose maker is not recorded."""
-    runs: list[dict] = [{"rows": carried, "threads": None, "versions": None}] if carried else []
+    each ``{"rows", "threads", "versions"}`` plus ``rank`` for a shard; ``None`` where not recorded, e.g. rows carried
+    over from a partial file), ``threads`` (the count, or a sorted list of counts when they differ) and ``versions``
+    (a dict, or a list of the distinct dicts)."""
+    runs: list[dict] = []
     for rank, store in enumerate(stores):
         for info in store.part_infos():
             entry = {"rows": int(info.get("rows", 0)), "threads": info.get("threads"), "versions": info.get("versions")}
