@@ -58,17 +58,38 @@ def parse_max_memory(items) -> dict | None:
     return out
 
 
+#: the ``device_map`` keywords of accelerate / transformers
+DEVICE_MAP_KEYWORDS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
 def parse_device_map(text: str | None):
-    """``--device_map``: ``auto`` (or another accelerate keyword) or a JSON ``{module: device}`` map."""
-    if not text or not text.strip().startswith("{"):
+    """``--device_map``: ``auto`` (or another accelerate keyword), a device this machine has, or a JSON
+    ``{module: device}`` map; anything else is a :class:`UserError` in one line."""
+    if not text:
         return text
+    example = "give auto, balanced, sequential, a device (cpu, cuda:0) or a map such as '{\"model.layers.0\": 0, " \
+              "\"lm_head\": 1}'"
+    if not text.strip().startswith(("{", "[")):
+        if text.strip() in DEVICE_MAP_KEYWORDS:
+            return text.strip()
+        from .loading import pick_device
+
+        try:
+            pick_device(text.strip())
+        except UserError:
+            raise UserError(f"--device_map {text!r} is neither a keyword nor a device of this machine; {example}") \
+                from None
+        return text.strip()
     import json
 
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UserError(f"--device_map is not valid JSON ({exc.msg} at character {exc.pos}); give 'auto' or a map "
-                        "such as '{\"model.layers.0\": 0, \"lm_head\": 1}'") from None
+        raise UserError(f"--device_map is not valid JSON ({exc.msg} at character {exc.pos}); {example}") from None
+    if not isinstance(value, dict) or not value:
+        raise UserError(f"--device_map must be a JSON object mapping modules to devices (got a "
+                        f"{type(value).__name__}); {example}")
+    return value
 
 
 def load_inspector(args, device: str | None = None, *, cfg=None):

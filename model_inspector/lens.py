@@ -255,6 +255,12 @@ class LogitLens:
                 f"{type(self.model).__name__}: lens logits have shape {tuple(mine.shape)}, the model's "
                 f"{tuple(own.shape)} (resolved: {self.describe()})"
             )
+        if not torch.isfinite(own).all():
+            bad = int((~torch.isfinite(own)).sum())
+            raise LensResolutionError(
+                f"{type(self.model).__name__}: the model's own logits are not finite ({bad} of {own.numel()} NaN or "
+                "inf on a probe input), so no lens can reproduce them: its weights hold NaN/inf or its dtype "
+                "overflows (try --dtype float32)")
         dev = (own - mine).abs().max().item()
         if not math.isfinite(dev) or dev > tol:
             raise LensResolutionError(

@@ -335,5 +335,9 @@ for _opt in (
            Integer(min=1, none=True), group="analysis"),
     Option("out_dir", None, "folder for the outputs (default: beside FILE)", Text(), group="analysis"),
     Option("no_plot", False, "skip the plot", _BOOL, group="analysis", switch=True),
+    # --- appended by the runner's edge cases
+    Option("keep_nonfinite", False, "keep rows whose metrics are NaN or inf at a generated step (counted in "
+           "metadata n_nonfinite) instead of stopping at the first, which names its prompt", _BOOL, group="run",
+           switch=True),
 ):
     register_option(_opt)

@@ -2,7 +2,9 @@
 
 Shared by every experiment and knowing none of them: an experiment says what a row is (a :class:`Record` of
 :class:`Field` rules) and where its data lives on the hub (a :class:`HubSource`). Every row is parsed by explicit
-rules; nothing is coerced. A bad row is reported as ``FILE:LINE: what is wrong`` (with the count of bad rows), or
+rules; nothing is coerced (a CSV file is read with every cell as the string written, and each rule parses its
+field from that string: ``1`` is the integer 1, ``1.0`` is not an integer). A bad row is reported as
+``FILE:LINE: what is wrong`` (with the count of bad rows), or
 skipped and counted with ``skip_bad_rows=True`` (``--skip_bad_rows``).
 """
 
@@ -76,7 +78,8 @@ class Choices(Field):
 
 @dataclass(frozen=True)
 class AnswerIndex(Field):
-    """An integer ``0..n-1`` or a letter ``A..`` (not a float, not a boolean)."""
+    """An integer ``0..n-1`` or a capital letter ``A..`` exactly (not a float, not a boolean, not ``"b"`` or
+    ``" B "``); a string of digits (a CSV cell) is that integer."""
 
     letters: str = "ABCD"
 
@@ -84,13 +87,16 @@ class AnswerIndex(Field):
         if name not in row:
             raise ValueError(f"lacks column(s) {name}")
         v = row[name]
-        if isinstance(v, str) and v.strip().upper() in tuple(self.letters):
-            return self.letters.index(v.strip().upper())
+        if isinstance(v, str) and len(v) == 1 and v in self.letters:
+            return self.letters.index(v)
+        if isinstance(v, str) and v.isascii() and v.isdigit() and 0 <= int(v) < len(self.letters):
+            return int(v)
         if isinstance(v, numbers.Integral) and not isinstance(v, bool) and type(v).__name__ != "bool_" and (
                 0 <= int(v) < len(self.letters)):
             return int(v)
+        shown = repr(v) if isinstance(v, str) else f"{type(v).__name__} {v!r}"
         raise ValueError(f"{name} must be an integer 0-{len(self.letters) - 1} or a letter "
-                         f"{self.letters[0]}-{self.letters[-1]} (got {type(v).__name__} {v!r})")
+                         f"{self.letters[0]}-{self.letters[-1]} (got {shown})")
 
 
 @dataclass(frozen=True)
@@ -166,7 +172,9 @@ def read_records(path: str | Path) -> list[tuple[str, dict]]:
             if suffix == ".parquet":
                 df = pd.read_parquet(p)
                 return [(f"{p}:row {i}", r) for i, r in enumerate(df.to_dict("records"))]
-            df = pd.read_csv(p, keep_default_na=False)
+            # every cell as the string written (no type guessing per column, no NaN for a blank cell): each rule
+            # parses its own field
+            df = pd.read_csv(p, dtype=str, keep_default_na=False)
             return [(f"{p}:{i + 2}", r) for i, r in enumerate(df.to_dict("records"))]  # line 1 is the header
         if suffix == ".txt":
             content = p.read_text(encoding="utf-8")

@@ -72,7 +72,8 @@ def default_threads() -> int:
 
 
 def set_threads(n: int | None = None) -> int:
-    """Set torch's intra-op threads to ``n`` (``None``: :func:`default_threads`); returns the number."""
+    """Set torch's intra-op threads to ``n`` (``None``: :func:`default_threads`); returns the number. More than
+    :func:`available_cores` prints one warning line."""
     import torch
 
     n = default_threads() if n is None else int(n)
@@ -80,5 +81,11 @@ def set_threads(n: int | None = None) -> int:
         from .errors import UserError
 
         raise UserError(f"--threads must be a positive integer (got {n})")
+    cores = available_cores()
+    if n > cores:
+        import sys
+
+        print(f"warning: --threads {n} is more than the {cores} cores this process may use; the extra threads wait "
+              "on busy cores (slower, same numbers only with the same count)", file=sys.stderr)
     torch.set_num_threads(n)
     return n

@@ -46,9 +46,12 @@ def run_config(exp, ns: SimpleNamespace):
     """The :class:`~model_inspector.run.config.RunConfig` of a run: every identity option (the flag's value, else
     the experiment's default), the experiment's computed values and identity extras, and the device and dtype
     resolved now, once."""
+    from ..cli import parse_device_map
     from ..loading import resolve_placement
     from ..options import identity_options
     from ..run.config import RunConfig
+
+    parse_device_map(getattr(ns, "device_map", None))  # a bad map is refused now, in one line, before any work
 
     values = {}
     for o in identity_options():
@@ -93,7 +96,8 @@ def main(argv=None, experiment: str | None = None, style: str = "run") -> int:
                             label_fn=exp.grade, batch_label_fn=exp.grade_batch(ns), fields_fn=exp.fields(ns),
                             metadata={**counts, "data_file": getattr(ns, "data_file", None), **stats,
                                       **exp.metadata(ns)},
-                            progress=not ns.no_progress, trust_pickle=ns.trust_pickle)
+                            progress=not ns.no_progress, trust_pickle=ns.trust_pickle,
+                            threads=getattr(ns, "threads", None), keep_nonfinite=getattr(ns, "keep_nonfinite", False))
     if state is None:  # a non-main process of a data-parallel run: rank 0 reports
         return 0
     print(exp.report(state, out, time.time() - t0))

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import ResultsFileError
 from ..storage import PartsStore, atomic_write_bytes, unpickle
-from .schema import FORMAT, n_samples, validate
+from .schema import FORMAT, check_shapes, n_samples, validate
 
 __all__ = ["write", "read", "save_npz", "load_npz", "records_from_state", "state_from_records", "alpha_key"]
 
@@ -42,7 +42,8 @@ def alpha_key(alpha: float) -> str:
 # ------------------------------------------------------------------------------------------ writing
 def write(path: str | Path, state: dict) -> None:
     """Write ``state`` atomically: ``.npz`` by suffix, else the layout ``metadata["layout"]`` names (default: the
-    paper's dict)."""
+    paper's dict). A ragged profile column (one sample's ``[token, layer]`` of another shape) is refused first."""
+    check_shapes(state, path)
     if str(path).lower().endswith(".npz"):
         return save_npz(path, state)
     if (state.get("metadata") or {}).get("layout") == RECORDS:
@@ -104,7 +105,10 @@ def read(path: str | Path, *, trust: bool = False) -> dict:
     if not p.is_file():
         store = PartsStore(p)
         if store.exists() and not p.exists():
-            return store.read_state(trust=trust)
+            if not store.parts():
+                raise ResultsFileError(f"{p} does not exist yet: its run ({store.dir}) has finished no rows; continue "
+                                       "it with --resume")
+            return validate(store.read_state(trust=trust), store.dir)
         raise ResultsFileError(f"results file not found: {p}")
     if p.suffix.lower() == ".npz":
         return load_npz(p)
@@ -129,16 +133,27 @@ def load_npz(path: str | Path) -> dict:
     data = {}
     with z:
         for name in z.files:
-            if name == "__metadata__":
-                data["metadata"] = json.loads(str(z[name]))
-            else:
-                kind, _, key = name.partition(":")
-                if kind == "arr":
-                    data[key] = list(z[name])
-                elif kind == "str":
-                    data[key] = [str(s) for s in z[name]]
+            try:
+                value = z[name]
+            except (ValueError, OSError) as exc:  # an object array needs pickle, which this reader never runs
+                why = ("an object array (it needs pickle, never run here)" if "pickle" in str(exc)
+                       else type(exc).__name__)
+                raise ResultsFileError(f"{p}: entry {name!r} is {why}; write the file with entropy-lens "
+                                       "(Results.to_npz) or load it yourself with numpy if you trust it") from None
+            try:
+                if name == "__metadata__":
+                    data["metadata"] = json.loads(str(value))
                 else:
-                    data[key] = json.loads(str(z[name]))
+                    kind, _, key = name.partition(":")
+                    if kind == "arr":
+                        data[key] = list(value)
+                    elif kind == "str":
+                        data[key] = [str(s) for s in value]
+                    else:
+                        data[key] = json.loads(str(value))
+            except ValueError as exc:
+                raise ResultsFileError(f"{p}: entry {name!r} is not valid JSON ({type(exc).__name__}); not an "
+                                       "entropy-lens .npz") from None
     return validate(data, p)
 
 

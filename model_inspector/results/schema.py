@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import ResultsFileError
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Column", "RUN_COLUMNS", "METADATA_KEYS", "profile_fields", "token_strings",
-           "n_samples", "in_sample_order", "validate", "is_profile"]
+           "n_samples", "in_sample_order", "validate", "check_shapes", "is_profile", "nonfinite"]
 
 FORMAT = "entropy-lens-results"
 #: 2: ``metadata.identity`` (the run identity) added; version-1 files load but cannot be resumed.
@@ -60,10 +60,16 @@ METADATA_KEYS = {
     "token_strings": "{id: text} for every id in tokens and top_ids (readers need no tokenizer)",
     "config": "the run's settings", "metrics": "metric key -> definition with unit", "model_id": "the model's id",
     "dtype": "torch dtype", "device": "torch device", "n_layers": "L", "d_model": "d", "d_vocab": "V",
-    "prepend_bos_resolved": "whether a BOS token was prepended", "versions": "library versions",
-    "n_total": "samples to profile", "n_skipped": "prompts skipped by length",
+    "prepend_bos_resolved": "whether a BOS token was prepended",
+    "versions": "library versions (a list of the distinct sets when the rows' parts were made with different ones)",
+    "n_total": "samples to profile",
+    "n_rows": "rows this process profiles (all of them but in a data-parallel shard)",
+    "n_skipped": "prompts skipped by length",
     "n_bad_rows": "data rows skipped (--skip_bad_rows)", "n_skipped_context": "prompts too long for the context",
-    "threads": "CPU threads", "complete": "False while the run is unfinished", "created": "UTC start time",
+    "threads": "CPU threads (a sorted list when the rows' parts were made with different counts)",
+    "parts": "per sidecar part, in row order: rows, threads, library versions (and the shard's rank) that made them",
+    "n_nonfinite": "rows kept with NaN/inf metrics at valid steps (--keep_nonfinite)",
+    "complete": "False while the run is unfinished", "created": "UTC start time",
     "elapsed_s": "seconds of profiling", "layout": "'format_records' for the format experiment's DataFrame",
 }
 
@@ -138,4 +144,46 @@ def validate(data, path: str | Path) -> dict:
     bad = [k for k, v in data.items() if k != "metadata" and isinstance(v, list) and len(v) != n]
     if bad:
         raise ResultsFileError(f"{p}: lists of unequal length ({', '.join(bad)} vs {n} samples)")
+    check_shapes(data, p)
     return data
+
+
+def check_shapes(data: dict, path: str | Path) -> None:
+    """Every entry of a profile column has the shape of the column's first entry (``[token, layer]``); else
+    :class:`ResultsFileError` naming ``path``, the column and the first sample that differs."""
+    for k, v in data.items():
+        if k == "metadata" or not isinstance(v, list) or not v or not is_profile(v[0]):
+            continue
+        shape = np.shape(v[0])
+        for i, x in enumerate(v):
+            if not isinstance(x, np.ndarray) or x.shape != shape:
+                got = tuple(x.shape) if isinstance(x, np.ndarray) else type(x).__name__
+                where = _sample_name(data, i)
+                raise ResultsFileError(f"{path}: column {k!r} is ragged: {where} has shape {got}, the samples before "
+                                       f"it {tuple(shape)} [token, layer]; every sample of a column must have one "
+                                       "shape")
+
+
+def _sample_name(data: dict, i: int) -> str:
+    index = data.get("sample_index")
+    if isinstance(index, list) and len(index) > i:
+        return f"row {i} (sample_index {index[i]})"
+    return f"sample {i}"
+
+
+def nonfinite(fields: dict) -> dict[str, int]:
+    """``{metric key: number of NaN/inf values}`` of one sample's ``[token, layer]`` metrics, at its valid steps
+    only (``tokens >= 0``: a row stopped early at EOS is NaN after it, by design). Empty when all are finite."""
+    tokens = fields.get("tokens")
+    valid = None
+    if isinstance(tokens, np.ndarray) and tokens.ndim == 1:
+        valid = np.asarray(tokens) >= 0
+    out = {}
+    for k, v in fields.items():
+        if not is_profile(v):
+            continue
+        x = v[valid] if valid is not None and len(valid) == v.shape[0] else v
+        bad = int(np.size(x) - np.isfinite(x).sum())
+        if bad:
+            out[k] = bad
+    return out

@@ -13,43 +13,118 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from ..errors import UserError
 from ..options import MISSING, Settings, identity_options, option
 
-__all__ = ["RunConfig", "RunIdentity", "IdentityMismatch", "fingerprint_path", "fingerprint_samples", "model_label"]
+__all__ = ["RunConfig", "RunIdentity", "IdentityMismatch", "fingerprint_path", "file_digest", "legacy_fingerprint",
+           "fingerprint_samples", "model_label", "FINGERPRINT_INDEX"]
 
-#: Files up to this size are hashed whole; larger ones by their size and 16 blocks of 64 KiB.
-_WHOLE = 4 * 2**20
-_BLOCK = 64 * 2**10
+#: The index of file digests under the cache folder (:func:`model_inspector.loading.cache_dir`).
+FINGERPRINT_INDEX = "fingerprints.json"
+_CHUNK = 2**20
 
 
 class IdentityMismatch(UserError):
     """An existing results file was made with other settings (the message names each difference)."""
 
 
-def _hash_file(h, f: Path) -> None:
-    size = f.stat().st_size
-    h.update(f"{f.name}:{size}\n".encode())
-    with f.open("rb") as fh:
-        if size <= _WHOLE:
-            h.update(fh.read())
-            return
-        for i in range(16):
-            fh.seek(min(size - _BLOCK, i * (size - _BLOCK) // 15))
-            h.update(fh.read(_BLOCK))
+def _stamp(st) -> list[int]:
+    """What identifies one version of a file: size, mtime and ctime (ns) and inode. A user can restore a file's
+    mtime (``os.utime``) but not its ctime, so an edit in place always changes the stamp."""
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _index_file() -> Path:
+    from ..loading import cache_dir
+
+    return cache_dir() / FINGERPRINT_INDEX
+
+
+def _read_index() -> dict:
+    try:
+        index = json.loads(_index_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return index if isinstance(index, dict) else {}
+
+
+def _write_index(index: dict) -> None:
+    from ..storage import atomic_write_bytes
+
+    merged = {**_read_index(), **index}  # another process may have added entries meanwhile
+    keep = {}
+    for key, entry in merged.items():
+        try:
+            if isinstance(entry, dict) and entry.get("stat") == _stamp(os.stat(key)):
+                keep[key] = entry  # entries of files gone or changed since are dropped
+        except OSError:
+            pass
+    try:
+        atomic_write_bytes(_index_file(), json.dumps(keep, indent=0, sort_keys=True).encode())
+    except OSError:  # a read-only cache: the digests are computed again next time
+        pass
+
+
+def file_digest(path: str | Path, index: dict | None = None) -> str:
+    """The sha256 (hex) of every byte of the file ``path``, streamed; looked up first in ``index`` (``{resolved
+    path: {"stat": stamp, "digest": hex}}``, updated in place) by the file's size, mtime, ctime and inode."""
+    f = Path(path).resolve()
+    key = str(f)
+    before = _stamp(f.stat())
+    hit = (index or {}).get(key)
+    if isinstance(hit, dict) and hit.get("stat") == before and isinstance(hit.get("digest"), str):
+        return hit["digest"]
+    h = hashlib.sha256()
+    buf = bytearray(_CHUNK)
+    view = memoryview(buf)
+    with open(f, "rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            h.update(view[:n])
+    digest = h.hexdigest()
+    if index is not None and _stamp(f.stat()) == before:  # not changed while read
+        index[key] = {"stat": before, "digest": digest}
+    return digest
+
+
+def _files(p: Path) -> list[Path]:
+    return [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
 
 
 def fingerprint_path(path: str | Path) -> str:
-    """A content fingerprint (16 hex digits) of a model file or folder: every file's name, size and
-    content (whole up to 4 MiB, else 16 evenly spaced 64 KiB blocks). Re-converting the same
-    weights gives the same fingerprint; other weights, config or tokenizer files a different one."""
+    """A content fingerprint (16 hex digits) of a model file or folder: every file's path (relative to the folder),
+    size and the sha256 of all its bytes (weights, config, tokenizer). Re-converting the same weights gives the same
+    fingerprint; any other byte a different one. Each file is read once per version: its digest is cached in
+    ``<cache>/fingerprints.json`` by (resolved path, size, mtime, ctime, inode), written atomically."""
     p = Path(path)
     h = hashlib.sha256()
-    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
-    for f in files:
-        _hash_file(h, f)
+    index = _read_index()
+    before = {k: v for k, v in index.items()}
+    for f in _files(p):
+        rel = f.name if f == p else f.relative_to(p).as_posix()
+        h.update(f"{rel}:{f.stat().st_size}:{file_digest(f, index)}\n".encode())
+    if index != before:
+        _write_index(index)
+    return h.hexdigest()[:16]
+
+
+def legacy_fingerprint(path: str | Path) -> str:
+    """The fingerprint entropy-lens wrote before every byte was hashed: each file's name, size and content (whole up
+    to 4 MiB, else 16 evenly spaced 64 KiB blocks). Only used to explain a mismatch with an older file."""
+    whole, block = 4 * 2**20, 64 * 2**10
+    h = hashlib.sha256()
+    for f in _files(Path(path)):
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}\n".encode())
+        with f.open("rb") as fh:
+            if size <= whole:
+                h.update(fh.read())
+                continue
+            for i in range(16):
+                fh.seek(min(size - block, i * (size - block) // 15))
+                h.update(fh.read(block))
     return h.hexdigest()[:16]
 
 
@@ -103,7 +178,7 @@ class RunConfig(Settings):
         fields.update({"dataset": self.dataset, "data_fingerprint": fingerprint_samples(samples),
                        "n_samples": len(samples), "extra": json.dumps(self.extra, sort_keys=True, default=str)})
         pending = {k for k in ("model_fingerprint", "dtype", "device") if fields[k] is None}
-        return RunIdentity(fields, pending)
+        return RunIdentity(fields, pending, local=local)
 
 
 class RunIdentity:
@@ -115,9 +190,11 @@ class RunIdentity:
     #: the fields besides the identity options, in the order a file records them
     FIXED = ("model", "model_fingerprint", "dtype", "device", "dataset", "data_fingerprint", "n_samples")
 
-    def __init__(self, fields: dict, pending=()):
+    def __init__(self, fields: dict, pending=(), *, local: Path | None = None):
         self._fields = dict(fields)
         self.pending = frozenset(pending)
+        #: the model's local files (a folder or file), where known: only to explain a fingerprint mismatch
+        self.local = local
 
     def __getattr__(self, name):
         fields = self.__dict__.get("_fields", {})
@@ -148,7 +225,8 @@ class RunIdentity:
 
     def with_loaded(self, **values) -> "RunIdentity":
         """A copy with the fields only known after loading filled in."""
-        return RunIdentity({**self._fields, **values}, self.pending - set(values))
+        local = values.pop("local", self.local)
+        return RunIdentity({**self._fields, **values}, self.pending - set(values), local=local)
 
     def digest(self) -> str:
         """16 hex digits that change with any field (evaluation outputs record it, to match their results file)."""
@@ -168,8 +246,20 @@ class RunIdentity:
                 legacy = option(k).legacy if k not in self.FIXED and k != "extra" and _known(k) else MISSING
                 old = "(not recorded)" if legacy is MISSING else legacy
             if old != v:
-                out.append(f"{k}: file {old!r} vs now {v!r}")
+                out.append(self._legacy_note(old, v) if k == "model_fingerprint" else f"{k}: file {old!r} vs now {v!r}")
         return out
+
+    def _legacy_note(self, old, now) -> str:
+        line = f"model_fingerprint: file {old!r} vs now {now!r}"
+        try:
+            legacy = legacy_fingerprint(self.local) if self.local is not None and isinstance(old, str) else None
+        except OSError:
+            legacy = None
+        if legacy is not None and legacy == old:
+            line += (" (the file's was taken by an older entropy-lens from 16 sampled blocks per file; this model "
+                     "matches those blocks, but that cannot vouch for every byte: finish the run with that version, "
+                     "or --overwrite)")
+        return line
 
     def check(self, recorded: dict | None, path, *, partial: bool = False) -> None:
         """Raise :class:`IdentityMismatch` naming every difference from ``recorded``."""

@@ -19,7 +19,7 @@ from ..errors import UserError
 from ..results.layouts import read as read_results
 from ..storage import OutputLock, OutputLockedError, preflight_output
 from .loop import run_profiling
-from .output import merge_shards, shard_path, shard_stores
+from .output import clean_stale, merge_shards, remove_leftovers, remove_shards, shard_path, shard_stores
 
 __all__ = ["process_state", "run_distributed"]
 
@@ -41,10 +41,12 @@ def _finish_cut_merge(samples, cfg, out_path: Path, *, resume: bool, overwrite: 
     """A single process meeting the sidecars of a data-parallel run of the same output."""
     found = shard_stores(out_path)
     if not found or overwrite:
-        for stores in found.values():
-            for s in stores:
-                s.remove()
+        remove_shards(out_path)
         return None
+    if remove_leftovers(out_path, trust_pickle=trust_pickle):  # the merged file is in place: the shards were left
+        found = shard_stores(out_path)
+        if not found:
+            return None
     world, stores = max(found.items())
     if not resume:
         raise FileExistsError(f"an unfinished {world}-process run of {out_path} exists; pass --resume to finish it "
@@ -68,6 +70,8 @@ def run_distributed(samples, cfg, out_path, *, load_inspector, resume=False, ove
     if state is None or state.num_processes == 1:
         preflight_output(out_path)
         with OutputLock(out_path):
+            clean_stale(out_path)
+            remove_leftovers(out_path, trust_pickle=trust_pickle)
             merged = _finish_cut_merge(samples, cfg, out_path, resume=resume, overwrite=overwrite, save=save,
                                        trust_pickle=trust_pickle)
             if merged is not None:
@@ -83,6 +87,8 @@ def run_distributed(samples, cfg, out_path, *, load_inspector, resume=False, ove
         try:
             preflight_output(out_path)
             lock = OutputLock(out_path).acquire()
+            clean_stale(out_path)
+            remove_leftovers(out_path, trust_pickle=trust_pickle)
         except (OSError, OutputLockedError) as exc:
             problem = [f"{type(exc).__name__}: {exc}"]
     broadcast_object_list(problem, from_process=0)

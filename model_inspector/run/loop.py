@@ -6,42 +6,44 @@
    exclusive :class:`~model_inspector.storage.OutputLock` is taken, and the
    :class:`~model_inspector.run.config.RunIdentity` (resolved model and its fingerprint, dtype, device, decoding,
    metrics, budget, data fingerprint) is compared with any existing file or sidecar;
-2. completed rows are appended every ``update_steps`` samples to the sidecar ``NAME.parts/`` (O(new rows) per
-   checkpoint), and on SIGINT/SIGTERM the completed batches are saved first;
-3. the results file is written once, atomically, at the end (also on interrupt, as a partial snapshot), and the
-   sidecar removed (:mod:`.output`).
+2. completed batches are appended every ``update_steps`` samples to the sidecar ``NAME.parts/`` (O(new rows) per
+   checkpoint, each part recording the threads and library versions that made it); on SIGINT/SIGTERM, and on any
+   exception (out of memory, a bug, a row with NaN metrics), the completed batches are saved first;
+3. the rows complete, the results file is written once, atomically, verified and only then the sidecar removed
+   (:func:`~.output.finalize`: one sequence, that ``--resume`` finishes from any point a kill left).
 
 ``resume=True`` continues from the sidecar (or a partial file) and yields exactly the file an uninterrupted run with
-the same identity writes (each sampled prompt draws from its own stream seeded by the seed and its index). Any
-``OSError`` while writing becomes :class:`RunStorageError`, naming the path, with every completed checkpoint safe in
-the sidecar.
+the same identity writes (each sampled prompt draws from its own stream seeded by the seed and its index; the thread
+count the file recorded is used again unless ``threads`` is given). Any ``OSError`` while writing becomes
+:class:`RunStorageError`, naming the path, with every completed checkpoint safe in the sidecar.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import platform
-import signal
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import RunInterrupted, UserError
+from ..errors import UserError
 from ..results.layouts import read as read_results
-from ..results.schema import FORMAT, FORMAT_VERSION, in_sample_order, n_samples, profile_fields, token_strings
+from ..results.schema import FORMAT, FORMAT_VERSION, n_samples, profile_fields, token_strings
 from ..storage import OutputLock, PartsStore, preflight_output, remove_stale_temporaries
 from .batching import plan_batches
-from .config import IdentityMismatch, RunConfig, RunIdentity, fingerprint_path, model_label
-from .output import RunStorageError, write_results
+from .batchloop import BatchLoop, NonFiniteRow, RunAborted, _storage_errors
+from .config import IdentityMismatch, RunConfig, RunIdentity, fingerprint_path
+from .output import RunStorageError, count_nonfinite, provenance, remove_leftovers, write_results
+from .output import finalize as finish_output
 
 if TYPE_CHECKING:
     from ..experiments.base import Sample
 
-__all__ = ["run_profiling", "RunStorageError", "library_versions", "loaded_identity"]
+__all__ = ["run_profiling", "RunStorageError", "RunAborted", "NonFiniteRow", "library_versions", "loaded_identity"]
 
 
 def loaded_identity(identity: RunIdentity, cfg: RunConfig, mi) -> RunIdentity:
@@ -53,10 +55,11 @@ def loaded_identity(identity: RunIdentity, cfg: RunConfig, mi) -> RunIdentity:
         if want is not None and want != got:
             raise IdentityMismatch(f"the model loaded as {name} {got}, not the requested {want}")
     fp = identity.model_fingerprint
+    local = identity.local
     if fp is None:
         _, local = cfg.source()  # the files exist now (a converted GGUF, the hub's cache)
         fp = fingerprint_path(local) if local is not None else "(no local files)"
-    return identity.with_loaded(dtype=dtype, device=device, model_fingerprint=fp)
+    return identity.with_loaded(dtype=dtype, device=device, model_fingerprint=fp, local=local)
 
 
 def _torch_threads() -> int:
@@ -76,22 +79,6 @@ def library_versions() -> dict:
             "numpy": np.__version__, "scikit-learn": sklearn.__version__, "python": platform.python_version()}
 
 
-@contextmanager
-def _sigterm_as_interrupt():
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not in the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def _check_inputs(rows: dict, samples: Sequence[Sample], batch_size: int, path: Path) -> int:
     done = n_samples(rows)
     if done > len(samples):
@@ -103,42 +90,47 @@ def _check_inputs(rows: dict, samples: Sequence[Sample], batch_size: int, path: 
     return done
 
 
-@contextmanager
-def _storage_errors(path: Path, store: PartsStore, n_done: Callable[[], int]):
-    try:
-        yield
-    except OSError as exc:
-        if isinstance(exc, RunStorageError):
-            raise
-        where = exc.filename or path
-        raise RunStorageError(
-            f"cannot write {where} ({exc.strerror or exc}); the {n_done()} samples completed before are safe in "
-            f"{store.dir}: free space or fix permissions, then rerun with --resume") from None
+def _check_version(meta: dict, where) -> None:
+    version = meta.get("format_version")
+    if meta.get("format") == FORMAT and isinstance(version, int) and version < 4:
+        raise UserError(f"{where} is in results format version {version}: files of format version < 4 cannot be "
+                        "continued exactly (their batches were consecutive prompts sharing one random stream, with no "
+                        "sample_index; version 4 gives each prompt its own seeded stream), so new rows would not "
+                        "match the old ones; rerun with --overwrite")
 
 
 def _existing(out_path: Path, store: PartsStore, identity: RunIdentity, *, resume: bool,
-              overwrite: bool, trust_pickle: bool = False) -> tuple[dict, dict]:
-    """``(rows so far, recorded metadata)`` of an existing sidecar or file, after the identity check."""
+              overwrite: bool, trust_pickle: bool = False) -> tuple[dict, dict, str]:
+    """``(rows so far, recorded metadata, where from)`` of an existing sidecar or file, after the identity check.
+    ``where from``: ``"sidecar"``, ``"file"`` or ``""`` (nothing). (A complete file's leftover sidecar, after a kill
+    between the final write and the sidecar's removal, was removed before: :func:`~.output.remove_leftovers`.)"""
     if overwrite:
         store.remove()
         if out_path.exists():
             out_path.unlink()
-        return {}, {}
+        return {}, {}, ""
+    if store.dir.is_dir() and not store.exists():
+        if store.parts():
+            raise UserError(f"{store.dir} holds parts but no meta.json (an older run's removal was cut?); move it "
+                            "aside, or rerun with --overwrite")
+        store.remove()  # an empty folder
     if store.exists():
         meta = store.read_meta()
         if not resume:
             raise FileExistsError(f"an unfinished run of {out_path} exists ({store.dir}); pass --resume to continue "
                                   "it or --overwrite to start again")
+        _check_version(meta, store.dir)
         identity.check(meta.get("identity"), out_path, partial=True)
-        return store.read_rows(trust=trust_pickle), meta
+        return store.read_rows(trust=trust_pickle), meta, "sidecar"
     if out_path.exists():
         if not resume:
             raise FileExistsError(f"{out_path} exists; pass --resume to continue it or --overwrite to replace it")
         state = read_results(out_path, trust=trust_pickle)  # any layout (see results.layouts)
         meta = dict(state.pop("metadata", None) or {})
+        _check_version(meta, out_path)
         identity.check(meta.get("identity"), out_path, partial=True)
-        return state, meta
-    return {}, {}
+        return state, meta, "file"
+    return {}, {}, ""
 
 
 def run_profiling(
@@ -160,6 +152,8 @@ def run_profiling(
     finalize: bool = True,
     lock: bool = True,
     trust_pickle: bool = False,
+    threads: int | None = None,
+    keep_nonfinite: bool = False,
 ) -> dict:
     """Profile ``samples`` and write the results dict to ``out_path``.
 
@@ -172,10 +166,14 @@ def run_profiling(
     ``finalize=False`` leaves the rows in the sidecar (marked complete) instead of writing the
     file; ``save(path, state)`` overrides how it is written (default: :func:`write_results`, in the
     layout ``metadata["layout"]`` names). ``trust_pickle``: read an existing file or sidecar without the
-    restricted unpickler (``--trust_pickle``). Returns the results dict."""
+    restricted unpickler (``--trust_pickle``). ``threads``: the CPU threads the user asked for (``None``: on a
+    resume, the count the file recorded). ``keep_nonfinite``: keep rows whose metrics hold NaN/inf at a valid step
+    (counted in ``metadata["n_nonfinite"]``) instead of stopping at the first (:class:`NonFiniteRow`). Returns the
+    results dict (as written and verified on disk when finalised)."""
     out_path = Path(out_path)
-    if update_steps is None or update_steps < 1:
-        raise UserError(f"--update_steps must be a positive integer (got {update_steps})")
+    if update_steps is None or isinstance(update_steps, bool) or not isinstance(update_steps, (int, np.integer)) \
+            or update_steps < 1:
+        raise UserError(f"--update_steps must be a positive integer (got {update_steps!r})")
     if not samples:
         raise UserError("no samples to profile (all skipped or none requested)")
     preflight_output(out_path)
@@ -183,42 +181,72 @@ def run_profiling(
     store = PartsStore(out_path)
     with (OutputLock(out_path) if lock else nullcontext()), _storage_errors(out_path, store, lambda: 0):
         remove_stale_temporaries(out_path)
-        rows, old_meta = _existing(out_path, store, identity, resume=resume, overwrite=overwrite,
-                                   trust_pickle=trust_pickle)
-        return _run(samples, cfg, out_path, store, identity, rows, old_meta, load_inspector=load_inspector,
-                    update_steps=update_steps, label_fn=label_fn, batch_label_fn=batch_label_fn,
+        if not overwrite:
+            remove_leftovers(out_path, shards=False, trust_pickle=trust_pickle)  # a finished file's sidecar
+        rows, old_meta, source = _existing(out_path, store, identity, resume=resume, overwrite=overwrite,
+                                           trust_pickle=trust_pickle)
+        return _run(samples, cfg, out_path, store, identity, rows, old_meta, source, load_inspector=load_inspector,
+                    update_steps=int(update_steps), label_fn=label_fn, batch_label_fn=batch_label_fn,
                     fields_fn=fields_fn or profile_fields,
-                    save=save or write_results,
-                    metadata=metadata, progress=progress, shard=shard, finalize=finalize)
+                    save=save or write_results, metadata=metadata, progress=progress, shard=shard,
+                    finalize=finalize, trust_pickle=trust_pickle, threads=threads, keep_nonfinite=keep_nonfinite)
 
 
-def _run(samples, cfg, out_path, store, identity, rows, old_meta, *, load_inspector, update_steps, label_fn,
-         batch_label_fn, fields_fn, save, metadata, progress, shard, finalize) -> dict:
+def _use_threads(threads: int | None, old_meta: dict, store: PartsStore, resuming: bool) -> None:
+    """Apply ``threads`` (asked for), else on a resume the thread count the rows so far were made with."""
+    from ..threads import set_threads
+
+    if threads is not None:
+        if threads != _torch_threads():
+            set_threads(threads)
+        return
+    if not resuming:
+        return
+    recorded = [i.get("threads") for i in store.part_infos() if isinstance(i.get("threads"), int)]
+    n = recorded[-1] if recorded else old_meta.get("threads")
+    if isinstance(n, int) and n >= 1 and n != _torch_threads():
+        set_threads(n)
+        print(f"using {n} CPU threads, as the run so far did (its numbers depend on it; --threads to choose)")
+
+
+def _run(samples, cfg, out_path, store, identity, rows, old_meta, source, *, load_inspector, update_steps, label_fn,
+         batch_label_fn, fields_fn, save, metadata, progress, shard, finalize, trust_pickle, threads, keep_nonfinite) -> dict:
+    rank, world = shard
+    expected = old_meta.get("n_rows")
+    if old_meta.get("complete") and source == "sidecar" and isinstance(expected, int) and n_samples(rows) < expected:
+        print(f"{store.dir} is marked complete but holds {n_samples(rows)} of its {expected} rows (parts were moved "
+              "aside): profiling the missing ones")
+        old_meta = {**old_meta, "complete": False}
+    if old_meta.get("complete"):
+        if source == "file":  # a finished file: handed back as it is on disk
+            if not identity.complete:
+                identity = loaded_identity(identity, cfg, load_inspector())
+                identity.check(old_meta.get("identity"), out_path)
+            return {**rows, "metadata": old_meta}
+        meta = dict(old_meta)
+        if not identity.complete:
+            identity = loaded_identity(identity, cfg, load_inspector())
+            identity.check(old_meta.get("identity"), out_path)
+        state = {**rows, "metadata": meta}
+        if not finalize:
+            return state
+        return finish_output(out_path, state, [store], save=save, trust_pickle=trust_pickle)  # rows complete: write
+
+    versions = library_versions()
     meta = dict(old_meta)
     meta.update({"format": FORMAT, "format_version": FORMAT_VERSION, "config": cfg.as_dict(),
-                 "metrics": {m.key: m.definition for m in cfg.metrics}, "versions": library_versions(),
-                 **(metadata or {})})
+                 "metrics": {m.key: m.definition for m in cfg.metrics}, "versions": versions, **(metadata or {})})
     meta.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    rank, world = shard
     state = {**rows, "metadata": meta}
-    if old_meta.get("complete") and identity.complete:
-        meta["identity"] = identity.as_dict()
-        if finalize and store.exists():  # a finished sidecar whose final write was cut: finish it
-            state = in_sample_order(state)
-            save(out_path, state)
-            store.remove()
-        return state
-
     mi = load_inspector()
     identity = loaded_identity(identity, cfg, mi)
     if old_meta:
         identity.check(old_meta.get("identity"), out_path)
+    _use_threads(threads, old_meta, store, resuming=bool(n_samples(rows)))
     meta.update({"identity": identity.as_dict(), "model_id": getattr(mi.model.config, "_name_or_path", cfg.model),
                  "dtype": str(mi.dtype), "device": str(mi.device), "n_layers": mi.n_layers, "d_model": mi.d_model,
                  "d_vocab": mi.d_vocab, "prepend_bos_resolved": mi.prepend_bos(cfg.prepend_bos),
                  "threads": _torch_threads()})
-    if old_meta.get("complete"):
-        return state
     # Policy for prompts longer than the model's context (prompt tokens + max_len): skipped and
     # counted, like the paper's length limits. The decision depends on the model alone, so a
     # resumed run skips the same prompts.
@@ -234,84 +262,34 @@ def _run(samples, cfg, out_path, store, identity, rows, old_meta, *, load_inspec
     meta["n_skipped_context"] = len(long)
     meta["n_total"] = len(kept)
     meta["shard"] = [rank, world]
-    decode = cfg.decode
     # Batches of the kept prompts (positions in ``kept``), in the run's batch order; this process
     # takes batches rank, rank + world, ...; rows are stored in that order and put back in sample
     # order (``sample_index``) when the file is written.
     plan = plan_batches([lengths[i] for i in kept], cfg.batch_size, order=cfg.batch_order)
     mine = [np.asarray(kept)[b] for b in plan[rank::world]]
     own = [samples[i] for b in mine for i in b]
+    meta["n_rows"] = len(own)
     done = _check_inputs(rows, own, cfg.batch_size, out_path) if n_samples(rows) else 0
     todo = [b for b, upto in zip(mine, np.cumsum([len(b) for b in mine])) if upto > done]
     meta["complete"] = False
+    info = {"threads": _torch_threads(), "versions": versions}
     if not store.exists() or not store.parts():  # a fresh sidecar, or rows carried over from a partial file
         store.write_meta(meta)
         if n_samples(rows):
-            store.append(rows)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(own), initial=done, unit="sample", dynamic_ncols=True, smoothing=0.1)
-    pending: dict = {}
+            store.append(rows, {"threads": None, "versions": None, "note": f"carried over from {out_path}"})
+    loop = BatchLoop(cfg, samples, mi, store, state, own, info, update_steps, label_fn, fields_fn, keep_nonfinite,
+                     batch_label_fn=batch_label_fn, lengths=lengths)
+    loop.snapshot = save if finalize else None
     t0 = time.time()
-
-    def flush():
-        if pending:
-            store.append(pending)
-            for k, v in pending.items():
-                state.setdefault(k, []).extend(v)
-            pending.clear()
-
-    def n_safe():
-        return n_samples({k: v for k, v in state.items() if k != "metadata"})
-
-    try:
-        with _sigterm_as_interrupt(), _storage_errors(out_path, store, n_safe):
-            for idx in todo:
-                batch = [samples[i] for i in idx]
-                prof = mi.profile([s.text for s in batch], decode, metrics=cfg.metrics, batch_size=len(batch),
-                                  indices=idx, batch_order="given", check_context=False)  # too long: skipped above
-                batch_labels = batch_label_fn(mi, batch, prof) if batch_label_fn is not None else None
-                for i, s in enumerate(batch):
-                    fields = fields_fn(prof, i)
-                    labels = {"model": model_label(cfg.model), **s.labels}
-                    if label_fn is not None:
-                        labels.update(label_fn(s, fields))
-                    if batch_labels is not None:  # grading with the model has the last word
-                        labels.update(batch_labels[i])
-                    row = {"input": s.text, "sample_index": int(idx[i]), "prompt_tokens": int(lengths[idx[i]]),
-                           **labels, **fields}
-                    for k, v in row.items():
-                        pending.setdefault(k, []).append(v)
-                if bar is not None:
-                    bar.update(len(batch))
-                if n_samples(pending) >= update_steps:
-                    flush()
-    except KeyboardInterrupt:
-        with _storage_errors(out_path, store, n_safe):
-            flush()
-            meta["elapsed_s"] = meta.get("elapsed_s", 0) + time.time() - t0
-            store.write_meta(meta)
-            if finalize:
-                save(out_path, state)  # a partial snapshot (complete: False); the sidecar stays the truth
-        raise RunInterrupted(
-            f"interrupted after {n_safe()} of {len(own)} samples; saved to {out_path if finalize else store.dir}; "
-            "continue with --resume"
-        ) from None
-    finally:
-        if bar is not None:
-            bar.close()
-    with _storage_errors(out_path, store, n_safe):
-        flush()
+    loop.go(todo, out_path, progress, done)
+    with _storage_errors(out_path, store, loop.n_safe):
+        loop.flush()
         meta["elapsed_s"] = meta.get("elapsed_s", 0) + time.time() - t0
         meta["token_strings"] = token_strings(mi.tokenizer, state)
         meta["complete"] = True
+        meta["n_nonfinite"] = count_nonfinite(state)
+        meta.update(provenance([store]))
         store.write_meta(meta)
         if finalize:
-            state = in_sample_order(state)
-            save(out_path, state)
-            store.remove()
+            return finish_output(out_path, state, [store], save=save, trust_pickle=trust_pickle)
     return state
-
-
