@@ -426,7 +426,7 @@ def main(argv=None) -> int:
     from .storage import preflight_output
 
     out = Path(args.out) if args.out else Path(args.file).with_suffix(".html")
-    preflight_output(out)
+    preflight_output(out, "--out")
     written = write_report(args.file, out, metric=args.metric, max_samples=args.max_samples, trust=args.trust_pickle,
                            eval_dirs=args.eval_dir or ())
     print(f"wrote {written} ({written.stat().st_size / 1e6:.2f} MB); open it in a browser")

@@ -13,6 +13,8 @@ no repetition penalty and whatever the checkpoint's ``generation_config.json`` s
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 
@@ -236,17 +238,36 @@ def _generate_batch(model, tokenizer, lens, prompts, rows, decode: DecodeConfig,
     token_ids[:, :n_steps] = new.numpy()
     token_ids[~valid] = -1
     texts = [tokenizer.decode(token_ids[i, : n_valid[i]].tolist(), skip_special_tokens=True) for i in range(b)]
+    values = {k: assemble(v, np.nan).astype(np.float32) for k, v in steps.items()}
+    _warn_nonfinite(values, valid)
     return Profile(
         prompts=list(prompts),
         texts=texts,
         token_ids=token_ids,
         n_tokens=n_valid,
-        metrics={k: assemble(v, np.nan).astype(np.float32) for k, v in steps.items()},
+        metrics=values,
         definitions={m.key: m.definition for m in metrics},
         residuals=assemble(resids, np.nan) if keep_residuals else None,
         top_ids=assemble(tops_i, -1) if top_k else None,
         top_logprobs=assemble(tops_v, np.nan) if top_k else None,
     )
+
+
+_WARNED_NONFINITE = False
+
+
+def _warn_nonfinite(values: dict, valid: np.ndarray) -> None:
+    """Warn once per process when a generated step (not one after an early stop) has a non-finite metric: a
+    model that yields NaN or inf for some inputs (the runner refuses such rows; the library says so)."""
+    global _WARNED_NONFINITE
+    if _WARNED_NONFINITE:
+        return
+    bad = [k for k, v in values.items() if not np.isfinite(v[valid]).all()]
+    if bad:
+        _WARNED_NONFINITE = True
+        rows = sorted({int(i) for k in bad for i in np.nonzero(~np.isfinite(values[k]).all(axis=2) & valid)[0]})
+        warnings.warn(f"non-finite metrics ({', '.join(bad)}) at generated steps of {len(rows)} prompt(s) of a batch: "
+                      "the model yields NaN or inf for some inputs (shown once)", RuntimeWarning, stacklevel=4)
 
 
 def prompt_profiles(
@@ -261,8 +282,11 @@ def prompt_profiles(
     for start in range(0, len(prompts), batch_size):
         enc = encode_prompts(tokenizer, prompts[start : start + batch_size], chat_template=chat_template,
                              prepend_bos=prepend_bos, device=_input_device(model))
+        # positions counted over the real tokens: left padding must not shift absolute-position models (GPT-2)
+        pos = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        extra = {"position_ids": pos} if "position_ids" in inspect.signature(model.forward).parameters else {}
         with torch.no_grad(), lens.capture(last_only=False) as slots:
-            model(**enc, use_cache=False)
+            model(**enc, **extra, use_cache=False)
             resid = torch.stack(slots, dim=2)  # [batch, seq, layer, d_model]
             vals = lens.metrics(resid, metrics, budget_bytes=budget_bytes)
         mask = enc["attention_mask"].bool().cpu()

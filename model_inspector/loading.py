@@ -409,9 +409,16 @@ def convert_gguf(gguf: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
 def _not_found(name: str, tried: list[str], exc: Exception) -> ModelNotFoundError:
     return ModelNotFoundError(
         f"model {name!r} not found (tried: {'; '.join(tried)}). The HuggingFace hub may be unreachable "
-        f"({type(exc).__name__}); pass a local directory or .gguf file instead, or use the embedded "
-        f"'{DEFAULT_MODEL}' / 'gemma-3-270m'."
+        f"({type(exc).__name__}); give another model (the MODEL argument, or --model): a local directory or .gguf "
+        f"file, or the embedded '{DEFAULT_MODEL}' / 'gemma-3-270m'."
     )
+
+
+def offline_hint() -> str:
+    """The hint to set ``HF_HUB_OFFLINE=1``, or, when it is set already, what that meant."""
+    if hub_offline():
+        return "; HF_HUB_OFFLINE is set, so only files on this machine were looked at"
+    return "; offline, set HF_HUB_OFFLINE=1 so that this fails at once"
 
 
 def hub_offline() -> bool:
@@ -447,9 +454,9 @@ def _check_hub_model(name: str, hf_id: str) -> None:
     reason = hub_unreachable()
     if reason:
         raise ModelNotFoundError(
-            f"model {name!r} is not on this machine and the HuggingFace hub may be unreachable ({reason}); pass a "
-            f"local directory or .gguf file, or an embedded model ('{DEFAULT_MODEL}', 'gemma-3-270m'); offline, set "
-            "HF_HUB_OFFLINE=1 so that this fails at once")
+            f"model {name!r} is not on this machine and the HuggingFace hub may be unreachable ({reason}); give "
+            f"another model (the MODEL argument, or --model): a local directory or .gguf file, or an embedded model "
+            f"('{DEFAULT_MODEL}', 'gemma-3-270m'){offline_hint()}")
 
 
 def load_model(name_or_path: str, device: str | torch.device | None = "auto", dtype: str | torch.dtype | None = "auto",

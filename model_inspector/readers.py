@@ -138,6 +138,13 @@ class HubSource:
 
 
 # ------------------------------------------------------------------------------------------------ reading
+@dataclass(frozen=True)
+class Unreadable:
+    """A line of a data file that is not a record at all (invalid JSON): a bad row with its ``reason``."""
+
+    reason: str
+
+
 def read_records(path: str | Path) -> list[tuple[str, dict]]:
     """``(where, record)`` pairs of a ``.jsonl``, ``.json``, ``.parquet``, ``.csv`` or ``.txt`` file;
     ``where`` is ``FILE:LINE`` (jsonl, csv) or ``FILE:item N`` / ``FILE:row N``.
@@ -156,8 +163,8 @@ def read_records(path: str | Path) -> list[tuple[str, dict]]:
                     if line.strip():
                         try:
                             rows.append((f"{p}:{n}", json.loads(line)))
-                        except json.JSONDecodeError as exc:
-                            raise DataError(f"{p}: line {n} is not valid JSON ({exc.msg})") from None
+                        except json.JSONDecodeError as exc:  # a bad row like any other (--skip_bad_rows skips it)
+                            rows.append((f"{p}:{n}", Unreadable(f"line {n} is not valid JSON ({exc.msg})")))
             return rows
         if suffix == ".json":
             obj = json.loads(p.read_text(encoding="utf-8"))
@@ -197,6 +204,8 @@ def parse_rows(rows: list[tuple[str, dict]], parse: Callable[[dict, int], object
     good, bad = [], []
     for i, (where, r) in enumerate(rows):
         try:
+            if isinstance(r, Unreadable):
+                raise ValueError(r.reason)
             if not isinstance(r, dict):
                 raise ValueError(f"expected a record (an object with named fields), got {type(r).__name__}")
             good.append(parse(r, i))
@@ -211,14 +220,13 @@ def parse_rows(rows: list[tuple[str, dict]], parse: Callable[[dict, int], object
 
 
 def _hub_rows(source: HubSource, record: Record, limit: int | None) -> list[tuple[str, dict]]:
-    from .loading import hub_offline, hub_unreachable
+    from .loading import hub_offline, hub_unreachable, offline_hint
 
     need = record.describe()
     reason = None if hub_offline() else hub_unreachable()  # offline: the datasets cache may still have it
     if reason:
         raise DataError(f"{source.name} needs the HuggingFace hub, which is not available ({reason}); pass a local "
-                        f"copy with --data_file (jsonl/json/parquet/csv with {need}); offline, set HF_HUB_OFFLINE=1 "
-                        "so that this fails at once (or reads the datasets cache)")
+                        f"copy with --data_file (jsonl/json/parquet/csv with {need}){offline_hint()}")
     try:
         import datasets
 
@@ -227,7 +235,7 @@ def _hub_rows(source: HubSource, record: Record, limit: int | None) -> list[tupl
     except Exception as exc:  # noqa: BLE001 - the hub failing is a user-facing condition
         raise DataError(
             f"could not load {source.name} from the HuggingFace hub ({type(exc).__name__}); offline, pass a local "
-            f"copy with --data_file (jsonl/json/parquet/csv with {need}) (HF_HUB_OFFLINE=1 skips the hub)"
+            f"copy with --data_file (jsonl/json/parquet/csv with {need}){offline_hint()}"
         ) from None
     return [(f"{source.name}:row {i}", dict(r)) for i, r in enumerate(ds)]
 

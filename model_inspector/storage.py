@@ -108,27 +108,28 @@ def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
         raise
 
 
-def preflight_output(path: str | Path) -> Path:
+def preflight_output(path: str | Path, flag: str = "--results_dir / --out") -> Path:
     """Check, before any work, that ``path`` can be written: not a folder, its folder creatable and
-    writable (a probe file is written and removed). Raises ``OSError`` naming the path."""
+    writable (a probe file is written and removed). Raises ``OSError`` naming the path and ``flag``, the
+    command's flag that chooses where its outputs go."""
     p = Path(path)
     if p.is_dir():
-        raise RunStorageError(f"the output {p} is a folder; give a file name (or another --results_dir)")
+        raise RunStorageError(f"the output {p} is a folder; give a file name (or another {flag})")
     parent = p.parent
     if parent.exists() and not parent.is_dir():
-        raise RunStorageError(f"the output folder {parent} is a file; pass a folder (--results_dir / --out / --out_dir)")
+        raise RunStorageError(f"the output folder {parent} is a file; choose a folder with {flag}")
     sidecar = PartsStore(p).dir
     if sidecar.exists() and not sidecar.is_dir():
         raise RunStorageError(f"{sidecar} is a file, but that name is this output's sidecar folder (a run's rows while "
-                              "it goes on); move the file aside (or choose another --results_dir / --out)")
+                              f"it goes on); move the file aside (or choose another {flag})")
     try:
         parent.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=f".{p.name}.probe.", dir=parent)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise RunStorageError(f"cannot write in {parent} ({exc.strerror or exc}); choose a writable --results_dir "
-                              "/ --out, or fix its permissions") from None
+        raise RunStorageError(f"cannot write in {parent} ({exc.strerror or exc}); choose a writable folder with {flag}, "
+                              "or fix its permissions") from None
     return p
 
 
@@ -349,10 +350,11 @@ class OutputLock:
         return self
 
     def release(self) -> None:
+        """Release the lock and remove its file (removed while still held, so a run never leaves a ``.NAME.lock``
+        behind; a refused run never created one it held)."""
         if self._lock is not None:
             try:
-                with open(self.lock_path, "r+") as fh:
-                    fh.truncate()
+                self.lock_path.unlink()
             except OSError:
                 pass
             self._lock.release()

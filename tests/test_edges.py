@@ -201,7 +201,7 @@ def test_a_cut_merge_leaves_no_temporary_after_resume(tiny_dir, mi, tmp_path):
     merged = run_distributed(_samples(), _cfg(tiny_dir), out, load_inspector=lambda dev: _never(), resume=True,
                              progress=False)
     assert len(merged["entropy"]) == 24
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".dp.pkl.lock", "dp.pkl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dp.pkl"]
 
 
 def test_the_sidecar_is_removed_through_a_tombstone(tmp_path, monkeypatch):
@@ -410,3 +410,20 @@ def test_update_steps_below_one_is_a_user_error(tiny_dir, tmp_path):
     for bad in (0, -3, None):
         with pytest.raises(UserError, match="--update_steps must be a positive integer"):
             run_profiling(_samples(), _cfg(tiny_dir), tmp_path / "r.pkl", load_inspector=_never, update_steps=bad)
+
+
+def test_the_library_warns_once_about_non_finite_metrics(tmp_path):
+    """mi.profile itself (no runner to refuse the row) says, once, that a model gave NaN for some input."""
+    import warnings
+
+    from model_inspector import ModelInspector, generation
+
+    char = _nan_char()
+    path = _nan_model(tmp_path / "nan", char)
+    mi = ModelInspector(str(path))
+    generation._WARNED_NONFINITE = False
+    with pytest.warns(RuntimeWarning, match=r"non-finite metrics \(entropy\)"):
+        mi.profile(["fine words", f"bad {char} words"], max_len=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mi.profile(["fine words", f"bad {char} words"], max_len=1)  # shown once

@@ -91,7 +91,7 @@ def test_a_kill_in_the_final_sequence_then_resume_gives_the_complete_file(point,
     same_results(reference[mode], back)
     assert back["metadata"]["complete"] is True and len(back["entropy"]) == 24
     # no sidecar, tombstone or temporary left: a later run finds a finished file, not "an unfinished run"
-    assert _listing(tmp_path) == [f".{NAME}.lock", NAME]
+    assert _listing(tmp_path) == [NAME]
 
 
 def test_a_kill_during_the_sidecar_removal_of_an_mmlu_run_reports_the_file_on_disk(tiny_dir, shared_data, tmp_path):
@@ -136,4 +136,4 @@ def test_a_kill_during_a_merge_then_resume(point, mode, resume_with, tiny_dir, s
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"wrote {out} (24 samples" in resumed.stdout
     same_results(reference[mode], load_results(out))
-    assert _listing(tmp_path) == [f".{NAME}.lock", NAME]
+    assert _listing(tmp_path) == [NAME]

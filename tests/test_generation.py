@@ -197,3 +197,15 @@ def test_batch_order_flag_offers_the_library_orders():
     action = next(a for a in p._actions if a.dest == "batch_order")
     assert tuple(option("batch_order").constraint.choices) == BATCH_ORDERS and action.default == BATCH_ORDERS[0]
     assert action.metavar == "{length,given}"
+
+
+def test_prompt_profiles_do_not_depend_on_left_padding(tok):
+    """GPT-2 has absolute positions: a padded batch must give each prompt the profile it gets alone."""
+    from model_inspector import ModelInspector
+    from model_inspector.testing import tiny_model
+
+    mi = ModelInspector(tiny_model("gpt2"), tok)
+    both = mi.profile_prompt(["a long prompt here", "hi"])
+    alone = mi.profile_prompt(["hi"])
+    n = int(alone.n_positions[0])
+    np.testing.assert_allclose(both.entropy[1, :n], alone.entropy[0, :n], atol=1e-5)

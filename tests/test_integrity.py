@@ -173,7 +173,7 @@ def test_checkpoints_append_and_a_cut_final_write_is_finished_by_resume(tiny_dir
     resumed = run_profiling(_samples(), _cfg(tiny_dir), out, load_inspector=lambda: 1 / 0, resume=True, progress=False)
     same_results(full, resumed)
     same_results(full, load_results(out))
-    assert sorted(p.name for p in tmp_path.iterdir() if "cut" in p.name) == [".cut.pkl.lock", "cut.pkl"]
+    assert sorted(p.name for p in tmp_path.iterdir() if "cut" in p.name) == ["cut.pkl"]  # no lock file left
     assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
 
 
@@ -351,3 +351,24 @@ def test_npz_suffix_and_foreign_pickles(tmp_path, capsys):
     (tmp_path / "ours.pkl").write_bytes(pickle.dumps(data))
     load_results(tmp_path / "ours.pkl")
     assert "not written by entropy-lens" not in capsys.readouterr().err
+
+
+def test_no_lock_file_is_left_by_a_finished_a_refused_or_a_failed_run(tmp_path, stories_file, tiny_dir):
+    base = ["run_experiments_ts.py", tiny_dir, "tinystories", "--n_stories", 1, "--data_file", stories_file,
+            "--max_len", 2, "--results_dir", tmp_path, "--no_progress"]
+    run_script(*base)
+    run_script(*base, check=False)  # refused: the file exists
+    run_script(*base, "--metrics", "renyi:-1", check=False)  # refused before it starts
+    run_script(*base, "--n_stories", 9, "--overwrite", check=False)  # fails: too few stories
+    assert not list(tmp_path.glob(".*.lock")), list(tmp_path.iterdir())
+
+
+def test_skip_bad_rows_skips_a_line_that_is_not_json(tmp_path, tiny_dir):
+    f = tmp_path / "s.jsonl"
+    f.write_text('{"text": "A story."}\n{oops\n{"text": "Another."}\n')
+    args = ["run_experiments_ts.py", tiny_dir, "tinystories", "--n_stories", 2, "--data_file", f, "--max_len", 2,
+            "--results_dir", tmp_path, "--no_progress"]
+    one_line_error(run_script(*args, check=False), f"{f}:2: line 2 is not valid JSON")
+    ok = run_script(*args, "--skip_bad_rows")
+    assert "skipped 1 bad rows" in ok.stdout
+    assert load_results(tmp_path / "tiny-llama_tinystories_2.pkl")["metadata"]["n_bad_rows"] == 1

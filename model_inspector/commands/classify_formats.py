@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     json_out = (Path(args.out_dir) / args.json if args.out_dir and not Path(args.json).is_absolute() else Path(args.json)
                 ) if args.json else None
     for target in [plots / "confusion.png"] + ([json_out] if json_out else []):
-        preflight_output(target)  # before any work
+        preflight_output(target, "--out_dir / --plots / --json")  # before any work
     summary = {}
     print(f"{args.data}: {df['sample'].nunique() if 'sample' in df else len(df) // len(available)} prompts, "
           f"formats {', '.join(sorted(df['format'].unique()))}")

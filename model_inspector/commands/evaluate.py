@@ -267,7 +267,7 @@ def main(argv=None) -> int:
         raise UserError("no results file given: run_tests.py FILE (a .pkl or .npz from the experiment scripts)")
     src = Path(args.file)
     out_dir = Path(args.out_dir) if args.out_dir else src.parent
-    preflight_output(out_dir / f"{src.stem}_tm_probe.csv")  # the folder is writable: before any (slow) work
+    preflight_output(out_dir / f"{src.stem}_tm_probe.csv", "--out_dir")  # writable: before any (slow) work
     data = Results.load(args.file, trust=args.trust_pickle)
     if len(data) == 0:
         raise ResultsFileError(f"{args.file} holds no samples")

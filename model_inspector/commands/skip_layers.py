@@ -199,7 +199,7 @@ def main(argv=None) -> int:
     if args.random_init is not None:
         name += f"_random{args.random_init}"
     out = Path(args.results_dir) / f"{name}.pkl"
-    preflight_output(out)
+    preflight_output(out, "--results_dir")
     ident = identity(args, model_source(args.model), cal, ev)
     store = PartsStore(out)
     with OutputLock(out):

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..results.layouts import read as read_results
 from ..storage import OutputLock, OutputLockedError, preflight_output
-from .loop import run_profiling
+from .loop import existing_file_message, run_profiling
 from .output import clean_stale, merge_shards, remove_leftovers, remove_shards, shard_path, shard_stores
 
 __all__ = ["process_state", "run_distributed"]
@@ -97,7 +97,7 @@ def run_distributed(samples, cfg, out_path, *, load_inspector, resume=False, ove
         raise (OutputLockedError if kind == "OutputLockedError" else OSError)(msg)
     try:
         if out_path.exists() and not (resume or overwrite):
-            raise FileExistsError(f"{out_path} exists; pass --resume to continue it or --overwrite to replace it")
+            raise FileExistsError(existing_file_message(out_path, trust_pickle))
         if out_path.exists() and resume:
             done = read_results(out_path, trust=trust_pickle)
             meta = done.get("metadata") or {}

@@ -124,13 +124,27 @@ def _existing(out_path: Path, store: PartsStore, identity: RunIdentity, *, resum
         return store.read_rows(trust=trust_pickle), meta, "sidecar"
     if out_path.exists():
         if not resume:
-            raise FileExistsError(f"{out_path} exists; pass --resume to continue it or --overwrite to replace it")
+            raise FileExistsError(existing_file_message(out_path, trust_pickle))
         state = read_results(out_path, trust=trust_pickle)  # any layout (see results.layouts)
         meta = dict(state.pop("metadata", None) or {})
         _check_version(meta, out_path)
         identity.check(meta.get("identity"), out_path, partial=True)
         return state, meta, "file"
     return {}, {}, ""
+
+
+def existing_file_message(out_path: Path, trust_pickle: bool = False) -> str:
+    """What to do with a results file that is already there (a complete one has nothing to resume)."""
+    try:
+        state = read_results(out_path, trust=trust_pickle)
+    except UserError:
+        return f"{out_path} exists and cannot be read; pass --overwrite to replace it (or choose another output)"
+    meta = state.get("metadata") or {}
+    n = n_samples(state)
+    if meta.get("complete"):
+        return (f"{out_path} is already complete ({n} samples): pass --overwrite to make it again, or choose another "
+                "--results_dir / --out (--resume has nothing to add)")
+    return f"{out_path} holds an unfinished run ({n} samples so far); pass --resume to continue it or --overwrite"
 
 
 def run_profiling(
