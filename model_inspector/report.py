@@ -58,6 +58,18 @@ def _p(v) -> str:
     return "n/a" if v is None else f"{float(v):.2g}"
 
 
+def paper_range(label: str, metadata: dict):
+    """The paper's ROC-AUC range for an evaluation by ``label`` of a file (task classes of TinyStories, formats),
+    or ``None`` where the paper gives none."""
+    dataset = (metadata.get("identity") or {}).get("dataset") or (metadata.get("config") or {}).get("dataset")
+    claims = _paper()
+    if dataset == "tinystories" and label in ("prompt", "task"):
+        return claims["iii-task"]["range"]
+    if label == "format":
+        return claims["iii-format"]["range"]
+    return None
+
+
 # ------------------------------------------------------------------------------------------------ verdicts
 def identification(rows, paper_range=None, what="ROC-AUC") -> dict:
     """The verdict of an identification experiment from its controls table (``evaluate --controls`` rows)."""

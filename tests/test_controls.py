@@ -87,6 +87,9 @@ def test_run_tests_controls_end_to_end(ts_run, tmp_path):
                  "profile_grouped"):
         assert name in out, (name, out)
     assert "random weights (seed 0)" in out and "than the baseline" in out
+    verdict = next(ln for ln in out.splitlines() if "verdict at this size" in ln)
+    assert "the paper's claim (ROC-AUC 0.948-0.984)" in verdict and any(v in verdict for v in (
+        "reproduced", "not reproduced at this scale", "explained by a control"))
     df = pd.read_csv(tmp_path / "tiny-llama_tinystories_5_tm_prompt_k5_3fold_controls.csv")
     assert list(df["feature"]) == ["profile", "last_layer", "no_last_layer", "prompt_length", "control_file",
                                    "label_permutations", "profile_grouped"]

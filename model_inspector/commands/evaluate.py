@@ -323,6 +323,14 @@ def main(argv=None) -> int:
             print(f"    {row['feature']:<26} {row['roc_auc']:.3f} ± {row['roc_auc_std']:.3f}  (p = "
                   f"{row['p_vs_baseline']:.2g}: {_direction(row)}{ref})  {row['description']}")
         write_csv(pd.DataFrame(rows), "_controls.csv")
+        from ..report import identification, paper_range
+
+        claim = paper_range(args.label, data.metadata)
+        v = identification(pd.DataFrame(rows), claim)
+        words = v["verdict"] if claim else {"reproduced": "identified", "not reproduced at this scale":
+                                            "not identified at this size"}.get(v["verdict"], v["verdict"])
+        about = f"the paper's claim (ROC-AUC {claim[0]}-{claim[1]})" if claim else f"'{args.label}' (no claim of the paper)"
+        print(f"  verdict at this size (n = {len(y)}) for {about}: {words}: {v['why']}")
     if subject is not None:
         with pd.option_context("display.width", 160, "display.max_rows", 100):
             cols = [c for c in ("subject", "n_samples", "correct", "model_roc_auc", "baseline_roc_auc", "p_value", "note")
