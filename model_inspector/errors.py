@@ -7,7 +7,7 @@ is a bug and keeps its traceback. Set ``ENTROPY_LENS_DEBUG=1`` to see tracebacks
 
 from __future__ import annotations
 
-__all__ = ["UserError", "LensResolutionError", "RunInterrupted", "ResultsFileError"]
+__all__ = ["UserError", "LensResolutionError", "RunInterrupted", "ResultsFileError", "ModelNotFoundError"]
 
 
 class UserError(ValueError):
@@ -24,3 +24,7 @@ class RunInterrupted(RuntimeError):
 
 class ResultsFileError(UserError):
     """A results file is missing, unreadable or not in a known format."""
+
+
+class ModelNotFoundError(UserError):
+    """A model name could not be resolved to weights (the message says what was tried)."""

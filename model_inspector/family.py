@@ -123,6 +123,17 @@ def pca_axis_labels(X: np.ndarray, seed: int = 42) -> list[str]:
     return [f"PC{i + 1} ({100 * r:.1f} % of variance)" for i, r in enumerate(ratio)]
 
 
+def _marker_area(sizes, value=None):
+    """Marker areas (points^2) growing with the log of the parameter count over the models' range, so that 0.135 B
+    and 0.27 B look different (20 to 160); ``value``: the area of one size on that scale."""
+    if sizes is None:
+        return None
+    sizes = np.asarray(sizes, dtype=float)
+    lo, hi = np.log(sizes.min()), np.log(sizes.max())
+    x = np.log(sizes if value is None else value)
+    return 20 + 140 * ((x - lo) / (hi - lo) if hi > lo else 0.5)
+
+
 def plot_embedding(emb: np.ndarray, families, sizes=None, *, title: str = "t-SNE of entropy profiles", ax=None,
                    axis_labels=("t-SNE 1 (no unit)", "t-SNE 2 (no unit)")):
     """Scatter ``emb [N, 2]`` coloured by family; ``sizes`` (parameters in billions) scale the markers,
@@ -133,7 +144,8 @@ def plot_embedding(emb: np.ndarray, families, sizes=None, *, title: str = "t-SNE
     plt = _plt()
     families = np.asarray(families)
     fig, ax = plt.subplots(figsize=(5.6, 4.6)) if ax is None else (ax.figure, ax)
-    s = 20 if sizes is None else 15 + 60 * np.sqrt(np.asarray(sizes, dtype=float) / max(1e-9, np.max(sizes)))
+    area = _marker_area(sizes)
+    s = 20 if area is None else area
     for i, fam in enumerate(sorted(set(families))):
         sel = families == fam
         ax.scatter(emb[sel, 0], emb[sel, 1], s=s if np.isscalar(s) else s[sel], color=plt.cm.tab10(i % 10),
@@ -142,15 +154,15 @@ def plot_embedding(emb: np.ndarray, families, sizes=None, *, title: str = "t-SNE
     ax.set_yticks([])
     ax.set_xlabel(axis_labels[0], fontsize=8)
     ax.set_ylabel(axis_labels[1], fontsize=8)
-    fam_legend = ax.legend(frameon=False, fontsize=8, title="family", title_fontsize=8, loc="upper left")
+    fam_legend = ax.legend(frameon=False, fontsize=8, title="family", title_fontsize=8, loc="upper left",
+                           bbox_to_anchor=(1.01, 1.0))  # outside the data
     if sizes is not None:
         ax.add_artist(fam_legend)
         sizes = np.asarray(sizes, dtype=float)
         keys = sorted(set(np.round(sizes, 3)))[:: max(1, len(set(np.round(sizes, 3))) // 3)]
-        handles = [ax.scatter([], [], s=15 + 60 * np.sqrt(v / max(1e-9, sizes.max())), color="grey", alpha=0.6)
-                   for v in keys]
+        handles = [ax.scatter([], [], s=float(_marker_area(sizes, v)), color="grey", alpha=0.6) for v in keys]
         ax.legend(handles, [f"{v:g} B" for v in keys], frameon=False, fontsize=7, title="parameters",
-                  title_fontsize=7, loc="lower right")
+                  title_fontsize=7, loc="lower left", bbox_to_anchor=(1.01, 0.0))
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig

