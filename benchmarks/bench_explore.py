@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from model_inspector.experiments.tinystories import tinystories_samples
 from model_inspector.explore import write_report
 from model_inspector.results import Results
-from model_inspector.experiments.tinystories import tinystories_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The shared offline data (as tests/conftest.py): ../shared/data, or $ENTROPY_LENS_DATA.

@@ -53,8 +53,7 @@ def mmlu_prompts(n: int, data_file: Path, tokenizer, lo: int = 250, hi: int = 35
     """``n`` MMLU ``base`` prompts of ``lo``-``hi`` tokens (about 300), in dataset order
     (``hi=None``: a seeded sample of ``n`` from the whole test set, whatever their length, in dataset
     order, as ``--n_questions`` draws them)."""
-    from model_inspector.experiments.mmlu import load_mmlu
-    from model_inspector.experiments.mmlu import mmlu_samples
+    from model_inspector.experiments.mmlu import load_mmlu, mmlu_samples
 
     samples, _ = mmlu_samples(load_mmlu(str(data_file)), "base")
     if hi is None:

@@ -26,8 +26,8 @@ import torch
 from scipy.special import logsumexp
 
 from model_inspector import ModelInspector
-from model_inspector.skipping import check_replay, letter_logprobs
 from model_inspector.experiments.mmlu import mmlu_prompt
+from model_inspector.skipping import check_replay, letter_logprobs
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("ENTROPY_LENS_DATA", ROOT.parent / "shared" / "data"))

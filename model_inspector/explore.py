@@ -280,8 +280,15 @@ def _summary(res, path: Path, n_all: int, shape: tuple, top_note: str | None) ->
         "samples": n_all, "shown": n, "steps": t, "layers": layers, "windows": windows, "window_tokens": window_tokens,
         "shape_text": shape_text,
         "decoding": decoding, "settings": settings, "complete": meta.get("complete"), "created": meta.get("created"),
-        "format_version": meta.get("format_version"), "top_note": top_note,
+        "format_version": meta.get("format_version"), "top_note": top_note, "partial": _partial(res, path),
     }
+
+
+def _partial(res, path: Path) -> str | None:
+    """One line when the file is not a finished run (interrupted, or being written now), else ``None``."""
+    from .commands.evaluate import check_complete
+
+    return check_complete(res, path, allow_partial=True)
 
 
 def to_index(a: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -429,6 +436,11 @@ def main(argv=None) -> int:
     preflight_output(out, "--out")
     written = write_report(args.file, out, metric=args.metric, max_samples=args.max_samples, trust=args.trust_pickle,
                            eval_dirs=args.eval_dir or ())
+    from .results import Results
+
+    note = _partial(Results.load(args.file, trust=args.trust_pickle), Path(args.file))
+    if note:
+        print(f"note: {note}: the page shows what is there and says so")
     print(f"wrote {written} ({written.stat().st_size / 1e6:.2f} MB); open it in a browser")
     return 0
 

@@ -59,7 +59,7 @@ BODY = r"""
 <label>colour by <select id="label"></select></label>
 <label>class <select id="class"></select></label>
 <label>search prompts <input id="search" type="search" placeholder="text in the prompt" size="18"></label>
-<span id="count"></span><div class="warn" id="colnote" hidden></div></div>
+<span id="count"></span><div class="warn" id="partial" hidden></div><div class="warn" id="colnote" hidden></div></div>
 <main>
 <section><h2 id="ptitle">Class-mean profiles</h2><div class="plot" id="profiles"></div><div class="legend" id="plegend"></div>
 <p class="note" id="pnote"></p></section>
@@ -170,6 +170,7 @@ function nVisible() { let n = 0; for (let i = 0; i < N; i++) n += vis[i]; return
 
 function summary() {
   $("title").textContent = "Entropy-Lens explorer: " + S.file;
+  if (S.partial) { $("partial").hidden = false; $("partial").textContent = "Not a finished run: " + S.partial + "."; }
   $("subtitle").textContent = S.model + " · " + S.shape_text + " · " + S.decoding;
   const rows = [["model", S.model + (S.model_fingerprint ? " (fingerprint " + S.model_fingerprint + ")" : "")],
     ["dataset", S.dataset], [WINDOWS ? "prompts" : "samples", S.samples + (S.shown < S.samples ? " (" + S.shown +

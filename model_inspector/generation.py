@@ -22,13 +22,13 @@ import numpy as np
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from .run.batching import plan_batches, prompt_seed
 from .architecture import fallback_token, pad_token_id
 from .decoding import DecodeConfig
 from .errors import UserError
 from .lens import LogitLens
 from .metrics import DEFAULT_BUDGET_BYTES, TOP_IDS, TOP_LOGPROBS, parse_metrics
 from .profiling import Profile, PromptProfile
+from .run.batching import plan_batches, prompt_seed
 
 __all__ = ["generate_profiles", "prompt_profiles", "encode_prompts", "token_rows", "pad_rows", "PromptSampler"]
 

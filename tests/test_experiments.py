@@ -9,11 +9,11 @@ import pytest
 from helpers import run_script, same_results
 
 from model_inspector.errors import RunInterrupted
-from model_inspector.run.config import RunConfig
-from model_inspector.run.loop import run_profiling
+from model_inspector.experiments.tinystories import tinystories_samples
 from model_inspector.results import load_results
 from model_inspector.results.layouts import load_npz, save_npz
-from model_inspector.experiments.tinystories import tinystories_samples
+from model_inspector.run.config import RunConfig
+from model_inspector.run.loop import run_profiling
 
 ROOT = Path(__file__).resolve().parents[1]
 STORIES = ["Tom had a red ball. He liked to play with it every day.", "Sue saw a cat. The cat was big and soft.",

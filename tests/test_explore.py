@@ -406,3 +406,13 @@ def test_evaluations_of_another_version_of_the_file_are_left_out(tmp_path):
     assert "another version of this file (4 samples" in evs["r_tm_task_k5_2fold_overall.csv"]["note"]
     assert "unreadable" in evs["r_tm_empty_overall.csv"]["note"]
     assert evs["r_tm_task_k3_3fold_overall.csv"]["rows"] == [[0.7]]
+
+
+def test_an_unfinished_run_is_said_on_the_page(tmp_path):
+    from model_inspector.explore import explorer_data
+
+    path = tmp_path / "r.npz"
+    rng = np.random.default_rng(0)
+    Results({"entropy": [rng.random((2, 3)).astype(np.float32) for _ in range(4)], "task": ["a", "b"] * 2},
+            {"format": "entropy-lens-results", "complete": False, "n_total": 10}).to_npz(path)
+    assert "is incomplete (4 of 10 samples" in explorer_data(path).summary["partial"]

@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 from helpers import run_script
 
-
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -6,8 +6,8 @@ import torch
 from tiny_models import tiny_model
 
 from model_inspector import ModelInspector
-from model_inspector.run.batching import plan_batches, prompt_seed
 from model_inspector.reference import reference_profile
+from model_inspector.run.batching import plan_batches, prompt_seed
 
 PROMPTS = ["Hello world", "A much longer prompt, with padding.", "x", "Once upon a time"]
 ARCHS = ["gpt2", "llama", "gemma2", "opt", "bloom"]

@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 from helpers import run_script, same_results
 
-from model_inspector.run.config import RunConfig
+from model_inspector.experiments.tinystories import tinystories_samples
+from model_inspector.results import load_results
+from model_inspector.run.config import IdentityMismatch, RunConfig
 from model_inspector.run.loop import run_profiling
 from model_inspector.run.output import merge_shards, shard_path
-from model_inspector.run.config import IdentityMismatch
-from model_inspector.results import load_results
 from model_inspector.storage import PartsStore
-from model_inspector.experiments.tinystories import tinystories_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 STORIES = ["Tom had a red ball. He liked to play with it every day.", "Sue saw a cat. The cat was big and soft.",

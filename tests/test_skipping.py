@@ -14,6 +14,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 from model_inspector import ModelInspector
 from model_inspector.errors import UserError
+from model_inspector.experiments.mmlu import mmlu_prompt
 from model_inspector.skipping import (
     SkipUnsupported,
     check_replay,
@@ -24,7 +25,6 @@ from model_inspector.skipping import (
 )
 from model_inspector.skipping.replay import _capture
 from model_inspector.skipping.scores import _pad, _rows
-from model_inspector.experiments.mmlu import mmlu_prompt
 from model_inspector.testing import ARCHS, char_tokenizer, tiny_model
 
 #: short multiple-choice prompts of different lengths (the char tokenizer: one token per character)
@@ -289,3 +289,35 @@ def test_smollm2_single_block_sweep_equals_hooks_and_costs_less(shared_data, smo
     assert n_eng == L * (L + 1) // 2 and calls[0] - n_eng == L * L
     assert np.abs(eng.logprob - ref.logprob).max() <= TOL
     assert (t1 - t0) < 1.0 * (t2 - t1), f"replay {t1 - t0:.1f} s vs hooks {t2 - t1:.1f} s"
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
+def test_a_skip_equals_the_model_with_that_block_deleted(arch, tok):
+    """The replay's skip against a manual forward of a copy of the model without the block (removed from its
+    ModuleList, the config told)."""
+    import copy
+
+    from model_inspector import ModelInspector
+
+    model = tiny_model(arch, max_position_embeddings=256)
+    mi = ModelInspector(model, tok)
+    prompts = ["Q: 1+1? A:", "Which is red? A:"]
+    got = letter_logprobs(mi, prompts, [(1,)]).logprob[:, 0]
+    cut = copy.deepcopy(model)
+    blocks = mi.lens.block_path.split(".")
+    parent = cut.get_submodule(".".join(blocks[:-1])) if len(blocks) > 1 else cut
+    layers = getattr(parent, blocks[-1])
+    del layers[1]
+    cfg = cut.config
+    for name in ("num_hidden_layers", "n_layer"):
+        if hasattr(cfg, name):
+            setattr(cfg, name, len(layers))
+    if getattr(cfg, "layer_types", None):
+        cfg.layer_types = cfg.layer_types[:1] + cfg.layer_types[2:]
+    for i, blk in enumerate(layers):  # attention layers that carry their index (cache slots, sliding windows)
+        for mod in blk.modules():
+            if hasattr(mod, "layer_idx"):
+                mod.layer_idx = i
+    ref = ModelInspector(cut, tok)
+    want = letter_logprobs(ref, prompts, [()]).logprob[:, 0]
+    np.testing.assert_allclose(got, want, atol=1e-4)

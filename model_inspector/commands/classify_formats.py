@@ -18,7 +18,6 @@ from pathlib import Path
 from ..errors import UserError
 from ..options import ArgumentParser, Integer, ListOf, Option, Real, Text, add_flags, option, parse_checked
 
-
 #: this command's own options (``--folds`` and ``--out_dir`` are the shared ones of :mod:`model_inspector.options`)
 OPTIONS = (
     Option("data", None, "formats file from generate_format_dataset.py", Text(none=False), group="classify",
@@ -64,10 +63,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import numpy as np
 
-    from ..evaluation import evaluate_knn, split_report
-    from ..storage import preflight_output
     from ..errors import ResultsFileError
+    from ..evaluation import evaluate_knn, split_report
     from ..results import Results
+    from ..storage import preflight_output
 
     if not Path(args.data).is_file():
         raise ResultsFileError(f"formats file not found: {args.data} (create it with generate_format_dataset.py)")

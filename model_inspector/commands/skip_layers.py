@@ -84,8 +84,8 @@ def build_parser():
 def items(args) -> tuple[list[dict], list[dict]]:
     """``(calibration items, evaluation items)``: disjoint, by a seeded permutation. An MMLU item has ``text`` (the
     prompt), ``answer`` (0-3), ``choices``, ``subject``, ``index``; a TinyStories item ``text`` and ``index``."""
-    from ..experiments.mmlu import QUESTION, mmlu_prompt, select_questions
     from ..experiments.mmlu import HUB as MMLU_HUB
+    from ..experiments.mmlu import QUESTION, mmlu_prompt, select_questions
     from ..experiments.tinystories import HUB as TS_HUB
     from ..experiments.tinystories import STORY
     from ..readers import load_rows
@@ -122,8 +122,8 @@ def calibration_profiles(mi, cal: list[dict], args) -> np.ndarray:
 
 
 def identity(args, mi_ref: tuple, cal: list[dict], ev: list[dict]):
-    from ..run.config import RunIdentity, fingerprint_path, fingerprint_samples
     from ..experiments.base import Sample
+    from ..run.config import RunIdentity, fingerprint_path, fingerprint_samples
 
     ref, local = mi_ref
     fields = {"model": ref, "model_fingerprint": fingerprint_path(local) if local is not None else None,

@@ -26,7 +26,6 @@ from pathlib import Path
 
 from ..options import ArgumentParser, Integer, Option, add_flags, option, parse_checked
 
-
 #: this command's own options (the shared ones are declared in :mod:`model_inspector.options`)
 OPTIONS = (
     Option("n_boot", 1000, "bootstrap resamples", Integer(min=1), group="strategies"),
