@@ -271,8 +271,9 @@ class LogitLens:
         with torch.no_grad():
             normed = self.normalize(resid)
             rows = max(1, normed[..., 0].numel())
-            # the reduced precisions keep two bf16 [rows, chunk] buffers besides the five fp32 temporaries
-            size = chunk_size_for(rows, self.vocab_size, budget_bytes, 5 if precision == "fp32" else 6)
+            # besides the five fp32 temporaries: bf16 keeps a bf16 [rows, chunk] buffer, bf16x2/x3 two and an fp32 one
+            extra = {"fp32": 0, "bf16": 0.5, "bf16x2": 2, "bf16x3": 2}[precision]
+            size = chunk_size_for(rows, self.vocab_size, budget_bytes, 5 + extra)
             out = stream_metrics(lambda: self.logits_chunks(normed, size, reuse=self.buffered, precision=precision),
                                  metrics, self.vocab_size, compile=self.compile, top_k=top_k, buffered=self.buffered)
         if self._record is not None and precision != "fp32" and precision == self._record.precision:

@@ -144,14 +144,16 @@ class _Product:
         if self.fp32_out:
             a, w = (x_k, w_k) if self.precision == "bf16x3" else (x_hi, w_hi)
             return torch.mm(a, w.t(), out_dtype=torch.float32)
-        out = Workspace.get("logits", (rows, c), dev) if reuse else torch.empty(rows, c, device=dev)
-        y1 = torch.mm(x_hi, w_hi.t(), out=Workspace.get("y1", (rows, c), dev, torch.bfloat16) if reuse else None)
-        out.copy_(y1)
+        def buf(name, dtype=torch.float32):
+            return Workspace.get(name, (rows, c), dev, dtype) if reuse else torch.empty(rows, c, device=dev, dtype=dtype)
+
+        out = buf("logits")
+        y1 = torch.mm(x_hi, w_hi.t(), out=buf("y1", torch.bfloat16))
+        out.copy_(y1)  # (adding a bf16 tensor to an fp32 one directly is 6x slower than two copies and an add)
         if self.precision != "bf16":  # the remainder x W - y1, accumulated in fp32, is small: its rounding is too
             a, w = (x_k, w_k) if self.precision == "bf16x3" else (x_hi, w_hi)
-            r = torch.addmm(y1, a, w.t(), beta=-1,
-                            out=Workspace.get("r", (rows, c), dev, torch.bfloat16) if reuse else None)
-            out.add_(r)
+            r = torch.addmm(y1, a, w.t(), beta=-1, out=buf("r", torch.bfloat16))
+            out.add_(buf("r32").copy_(r))
         return out
 
 

@@ -226,10 +226,18 @@ def test_gpu_script_dry_run_on_cpu(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["dry_run"] is True
-    precisions = {r["lens_precision"] for r in data["rows"]}
-    assert precisions == {"fp32", "bf16", "bf16x2", "bf16x3"}
-    for r in data["rows"]:
-        assert r["tokens_per_s"] > 0 and r["original_tokens_per_s"] > 0 and r["peak_mem_gib"] >= 0
-        assert 0 <= r["max_dev_vs_fp32_nats"] < 0.1
-        assert (r["max_dev_vs_fp32_nats"] == 0) == (r["lens_precision"] == "fp32")
-    assert "lens_precision" in proc.stdout and "bf16x3" in proc.stdout
+    rows = data["rows"]
+    assert {r["model"] for r in rows} == {"llama", "gemma3_text"}
+    for model in ("llama", "gemma3_text"):
+        f32 = {r["lens_precision"]: r for r in rows if r["model"] == model and r["weights"] == "float32"}
+        assert set(f32) == {"fp32", "bf16", "bf16x2", "bf16x3"}
+        for p, r in f32.items():  # on float32 weights only the lens precision differs from the reference
+            assert (r["max_dev_vs_fp32_nats"] == 0) == (r["lens_precision_run"] == "fp32")
+        assert {(r["weights"], r["lens_precision"]) for r in rows if r["model"] == model} >= {("bfloat16", "bf16")}
+    for r in rows:
+        assert r["tokens_per_s"] > 0 and r["original_tokens_per_s"] > 0 and r["peak_mem_gib"] > 0
+        assert 0 <= r["max_dev_vs_fp32_nats"] < 0.1 and r["n_dev"] > 0
+    assert set(data["kernels"]) == {f"{r['model']}/{r['weights']}/{r['lens_precision']}" for r in rows}
+    table = proc.stdout.splitlines()
+    assert any(ln.startswith("model") and "lens_precision" in ln and "max dev" in ln for ln in table)
+    assert sum(" bf16x3 " in ln for ln in table) == 2
