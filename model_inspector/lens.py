@@ -303,7 +303,7 @@ class LogitLens:
         """The kernel the vocabulary product runs (recorded with the results)."""
         if self.lens_precision == "fp32":
             dt = str(self.head.weight.dtype).replace("torch.", "")
-            return f"torch.mm {dt} x {dt} (the head's dtype), float32 statistics"
+            return f"{dt} product in the head's own dtype (torch.mm / linear), float32 statistics"
         return self._product(self.lens_precision).kernel
 
     def precision_info(self) -> dict:

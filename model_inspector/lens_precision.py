@@ -144,8 +144,11 @@ class _Product:
         if self.fp32_out:
             a, w = (x_k, w_k) if self.precision == "bf16x3" else (x_hi, w_hi)
             return torch.mm(a, w.t(), out_dtype=torch.float32)
+
         def buf(name, dtype=torch.float32):
-            return Workspace.get(name, (rows, c), dev, dtype) if reuse else torch.empty(rows, c, device=dev, dtype=dtype)
+            if reuse:
+                return Workspace.get(name, (rows, c), dev, dtype)
+            return torch.empty(rows, c, device=dev, dtype=dtype)
 
         out = buf("logits")
         y1 = torch.mm(x_hi, w_hi.t(), out=buf("y1", torch.bfloat16))
