@@ -94,7 +94,7 @@ def parse_device_map(text: str | None):
 
 def load_inspector(args, device: str | None = None, *, cfg=None):
     """A ModelInspector for ``args.model`` with the model flags of ``args`` (``device``, ``dtype``, ``device_map``,
-    ``max_memory``, ``budget_mb``, ``compile``, ``lens_spec``, ``threads``, ``no_progress``). ``device``: this process's device in
+    ``max_memory``, ``budget_mb``, ``compile``, ``lens_spec``, ``lens_precision``, ``threads``, ``no_progress``). ``device``: this process's device in
     a data-parallel run (used when ``--device auto``); ``cfg``: the run's
     :class:`~model_inspector.run.config.RunConfig`, whose dtype and device were resolved once, at the edge."""
     from .architecture import load_lens_spec
@@ -117,6 +117,7 @@ def load_inspector(args, device: str | None = None, *, cfg=None):
                           max_memory=parse_max_memory(getattr(args, "max_memory", None)),
                           budget_bytes=int(float(getattr(args, "budget_mb", 256)) * 2**20),
                           compile=bool(getattr(args, "compile", False)), random_init=getattr(args, "random_init", None),
+                          lens_precision=getattr(args, "lens_precision", None) or "fp32",
                           lens_spec=load_lens_spec(args.lens_spec) if getattr(args, "lens_spec", None) else None)
 
 

@@ -43,11 +43,14 @@ class ModelInspector:
     ``random_init``: load the architecture with seeded random weights instead (the random-weights control).
     ``lens_spec``: a :class:`~model_inspector.architecture.LensSpec` overriding the lens's resolution
     (blocks, final modules, head, logit transforms) for models no rule covers.
+    ``lens_precision``: the precision of the lens's vocabulary product, ``fp32`` (default, exact), ``bf16``,
+    ``bf16x2`` or ``bf16x3`` (see :mod:`model_inspector.lens`); statistics stay float32.
     """
 
     def __init__(self, model_name_or_model, tokenizer=None, device="auto", dtype="auto", *, device_map=None,
                  max_memory=None, verify: bool = True, budget_bytes: int = DEFAULT_BUDGET_BYTES,
-                 compile: bool = False, lens_spec=None, threads: int | None = None, random_init: int | None = None):
+                 compile: bool = False, lens_spec=None, threads: int | None = None, random_init: int | None = None,
+                 lens_precision: str = "fp32"):
         if threads is not None:
             from .threads import set_threads
 
@@ -67,7 +70,7 @@ class ModelInspector:
                 str(model_name_or_model), device=device, dtype=dtype, device_map=device_map, max_memory=max_memory,
                 random_init=random_init)
             self.name = str(model_name_or_model)
-        self.lens = LogitLens(self.model, verify=verify, compile=compile, spec=lens_spec)
+        self.lens = LogitLens(self.model, verify=verify, compile=compile, spec=lens_spec, lens_precision=lens_precision)
         self.budget_bytes = budget_bytes
         self._scalings: dict[tuple[int, str], torch.utils.hooks.RemovableHandle] = {}
         # traced now, before any scaling hook can change what the trace sees

@@ -17,6 +17,21 @@ logits, and raises :class:`LensResolutionError` naming what could not be resolve
 The residual stream "after block l" is the block's output (TransformerLens
 ``blocks.{l}.hook_resid_post``), captured with forward hooks: never ``output_hidden_states[-1]``,
 which in most HF models already has the final norm applied.
+
+The vocabulary product (``[rows, d] x [d, vocab]``, most of the lens's time) runs in the precision ``lens_precision``
+names (:data:`LENS_PRECISIONS`); the statistics over the vocabulary stay float32 in every case:
+
+* ``fp32`` (default): the head's own dtype, as before (float32 for a float32 model; exact);
+* ``bf16``: residuals and head rounded to bfloat16, one product; its output is bf16 unless the device's kernel
+  returns float32 (CUDA's ``torch.mm(..., out_dtype=torch.float32)``);
+* ``bf16x2``: as ``bf16``, plus a second product that recovers the output's rounding (``addmm(y1, x, W, beta=-1)``
+  accumulates in fp32 before it rounds the small remainder): the logits of the bf16-rounded inputs, to fp32
+  accuracy; one product where the device returns float32 anyway;
+* ``bf16x3``: also the inputs' rounding, from hi/lo bf16 splits (``x W = x_hi W_hi + x_lo W_hi + x_hi W_lo`` up
+  to the ``lo * lo`` term, one product with three times the inner width): close to fp32.
+
+The head is cast once per device and cached. The deviation a reduced precision causes is measured, not assumed:
+:meth:`LogitLens.precision_deviation` and :meth:`LogitLens.measure_deviation`.
 """
 
 from __future__ import annotations
@@ -37,9 +52,20 @@ from .architecture import (
     lens_spec_for,
     text_config,
 )
+from .errors import UserError
+from .lens_precision import (
+    LENS_PRECISIONS,
+    Deviation,
+    DeviationRecord,
+    _Product,
+    _units,
+    bf16_unsupported,
+    resolve_lens_precision,
+)
 from .metrics import DEFAULT_BUDGET_BYTES, Workspace, chunk_size_for, stream_metrics
 
-__all__ = ["LogitLens"]
+__all__ = ["LogitLens", "LENS_PRECISIONS", "Deviation", "DeviationRecord", "bf16_unsupported",
+           "resolve_lens_precision"]
 
 
 def _module_device(mod: nn.Module, default: torch.device) -> torch.device:
@@ -58,12 +84,17 @@ class LogitLens:
     any of blocks, post-block modules, head and transforms for models no rule covers (``transforms=``
     alone is a shortcut for ``LensSpec(transforms=...)``); the check that the lens reproduces the
     model's own logits still runs. ``compile=True`` fuses the per-chunk reductions with
-    ``torch.compile`` (needs a C++ compiler or triton).
+    ``torch.compile`` (needs a C++ compiler or triton). ``lens_precision``: the vocabulary product's precision
+    (:data:`LENS_PRECISIONS`); one the device cannot run falls back to ``fp32`` with one printed line.
+    ``lens_precision`` then holds what runs (``lens_precision_requested`` what was asked) and ``lens_kernel`` names
+    the kernel; the resolution check always decodes in fp32.
     """
 
     def __init__(self, model: nn.Module, *, verify: bool = True, atol: float = 1e-4, compile: bool = False,
-                 spec: LensSpec | None = None, transforms: list | None = None):
+                 spec: LensSpec | None = None, transforms: list | None = None, lens_precision: str = "fp32"):
         self.model, self.verify, self.atol, self.compile = model, verify, atol, compile
+        self._products: dict = {}
+        self._record: DeviationRecord | None = None
         #: reduce vocabulary chunks into reused buffers (False: allocate per operation, the earlier path)
         self.buffered = True
         spec = spec or lens_spec_for(model) or LensSpec()
@@ -82,6 +113,8 @@ class LogitLens:
                             else discover_logit_transform(model, head, self._probe_inputs()))
         self.post_head = [name for name, _ in self._transforms]
         self.post_block = spec.resolve_final(model) if spec.final is not None else self._trace_post_block()
+        self.lens_precision_requested = lens_precision
+        self.lens_precision = resolve_lens_precision(lens_precision, self.device, quiet=False)
         if self.verify:
             self.check()
 
@@ -168,11 +201,16 @@ class LogitLens:
         return x.to(device=self.head.weight.device, dtype=self.head.weight.dtype)
 
     def logits_chunks(self, normed: torch.Tensor, chunk: int, rows: torch.Tensor | None = None, *,
-                      reuse: bool = False) -> Iterator[torch.Tensor]:
+                      reuse: bool = False, precision: str | None = None) -> Iterator[torch.Tensor]:
         """Yield float32 logits ``[..., c]`` of normalised states ``[..., d]`` over vocabulary
         chunks of width ``chunk`` (transforms applied). ``rows``: restrict to these token ids.
         ``reuse=True``: every chunk is written into the same buffer (fp32 heads), so a chunk is valid
-        only until the next one is asked for (the streamed metrics read them one at a time)."""
+        only until the next one is asked for (the streamed metrics read them one at a time).
+        ``precision``: the product's precision (default :attr:`lens_precision`)."""
+        precision = self._precision(precision)
+        if precision != "fp32":
+            yield from self._reduced_chunks(normed, chunk, rows, reuse, precision)
+            return
         w = self.head.weight
         b = getattr(self.head, "bias", None)
         if rows is not None:
@@ -194,26 +232,108 @@ class LogitLens:
             yield out
             del out  # the consumer is done with this chunk: free it before computing the next
 
-    def logits(self, resid: torch.Tensor) -> torch.Tensor:
+    def _reduced_chunks(self, normed, chunk, rows, reuse, precision) -> Iterator[torch.Tensor]:
+        """:meth:`logits_chunks` with the product in a reduced precision (float32 chunks out)."""
+        prod = self._product(precision)
+        w_hi, w_k = prod.weights()
+        b = getattr(self.head, "bias", None)
+        if rows is not None:
+            w_hi, w_k, b = w_hi[rows], (None if w_k is None else w_k[rows]), (None if b is None else b[rows])
+        lead = normed.shape[:-1]
+        x_hi, x_k = prod.inputs(normed.reshape(-1, normed.shape[-1]))
+        for i in range(0, w_hi.shape[0], chunk):
+            out = prod.product(x_hi, x_k, w_hi[i : i + chunk], None if w_k is None else w_k[i : i + chunk], reuse)
+            if b is not None:
+                out += b[i : i + chunk]
+            out = out.view(*lead, out.shape[-1])
+            for _, fn in self._transforms:
+                out = fn(out)
+            yield out
+            del out
+
+    def logits(self, resid: torch.Tensor, *, precision: str | None = None) -> torch.Tensor:
         """Full float32 logits ``[..., vocab]`` of residual states ``[..., d_model]`` (memory: the
-        whole block; prefer :meth:`metrics` for reductions)."""
+        whole block; prefer :meth:`metrics` for reductions). ``precision``: default :attr:`lens_precision`."""
         normed = self.normalize(resid)
-        return torch.cat(list(self.logits_chunks(normed, self.vocab_size)), dim=-1)
+        return torch.cat(list(self.logits_chunks(normed, self.vocab_size, precision=precision)), dim=-1)
 
     def metrics(self, resid: torch.Tensor, metrics, *, budget_bytes: int = DEFAULT_BUDGET_BYTES,
-                top_k: int = 0) -> dict:
+                top_k: int = 0, precision: str | None = None) -> dict:
         """Metrics of the lens distributions of residual states ``[..., layer, d_model]``.
 
         Returns ``{key: float32 tensor [..., layer]}`` on the head's device (entropies in nats);
         ``top_k > 0`` adds the top lens tokens from the same pass over the vocabulary
         (``metrics.TOP_IDS`` ``[..., layer, k]``, ``metrics.TOP_LOGPROBS`` in nats).
-        The vocabulary is streamed in chunks so that temporaries stay under ``budget_bytes``."""
+        The vocabulary is streamed in chunks so that temporaries stay under ``budget_bytes``.
+        ``precision``: the product's precision (default :attr:`lens_precision`); inside
+        :meth:`measure_deviation`, a reduced precision is also computed in fp32 and the difference recorded."""
+        precision = self._precision(precision)
         with torch.no_grad():
             normed = self.normalize(resid)
             rows = max(1, normed[..., 0].numel())
-            size = chunk_size_for(rows, self.vocab_size, budget_bytes)
-            return stream_metrics(lambda: self.logits_chunks(normed, size, reuse=self.buffered), metrics,
-                                  self.vocab_size, compile=self.compile, top_k=top_k, buffered=self.buffered)
+            # besides the five fp32 temporaries: bf16 keeps a bf16 [rows, chunk] buffer, bf16x2/x3 two and an fp32 one
+            extra = {"fp32": 0, "bf16": 0.5, "bf16x2": 2, "bf16x3": 2}[precision]
+            size = chunk_size_for(rows, self.vocab_size, budget_bytes, 5 + extra)
+            out = stream_metrics(lambda: self.logits_chunks(normed, size, reuse=self.buffered, precision=precision),
+                                 metrics, self.vocab_size, compile=self.compile, top_k=top_k, buffered=self.buffered)
+        if self._record is not None and precision != "fp32" and precision == self._record.precision:
+            self._record.add(self.metrics(resid, metrics, budget_bytes=budget_bytes, precision="fp32"), out,
+                             units=_units(metrics))
+        return out
+
+    # ----------------------------------------------------------------- precision
+    def _precision(self, precision: str | None) -> str:
+        if precision is None:
+            return self.lens_precision
+        if precision not in LENS_PRECISIONS:
+            raise UserError(f"lens_precision must be one of {', '.join(LENS_PRECISIONS)} (got {precision!r})")
+        if precision != "fp32":
+            reason = bf16_unsupported(self.device)
+            if reason:
+                raise UserError(f"lens_precision {precision} cannot run here: {reason}; use fp32")
+        return precision
+
+    def _product(self, precision: str) -> "_Product":
+        if precision not in self._products:
+            self._products[precision] = _Product(self.head, precision)
+        return self._products[precision]
+
+    @property
+    def lens_kernel(self) -> str:
+        """The kernel the vocabulary product runs (recorded with the results)."""
+        if self.lens_precision == "fp32":
+            dt = str(self.head.weight.dtype).replace("torch.", "")
+            return f"{dt} product in the head's own dtype (torch.mm / linear), float32 statistics"
+        return self._product(self.lens_precision).kernel
+
+    def precision_info(self) -> dict:
+        """``{"lens_precision", "lens_precision_requested", "lens_kernel"}`` for a results file's metadata."""
+        return {"lens_precision": self.lens_precision, "lens_precision_requested": self.lens_precision_requested,
+                "lens_kernel": self.lens_kernel}
+
+    def precision_deviation(self, resid: torch.Tensor, metrics, *, precision: str | None = None,
+                            budget_bytes: int = DEFAULT_BUDGET_BYTES) -> dict[str, "Deviation"]:
+        """Every metric of residual states ``[..., layer, d_model]`` computed in fp32 and in ``precision`` (default
+        :attr:`lens_precision`) on the same residuals: ``{metric key: Deviation(max_abs, mean_abs, n)}`` over the
+        ``[..., layer]`` values, in the metric's unit (entropies in nats). All zeros for ``fp32``."""
+        precision = self._precision(precision)
+        rec = DeviationRecord(precision, self._product(precision).kernel if precision != "fp32" else self.lens_kernel)
+        ref = self.metrics(resid, metrics, budget_bytes=budget_bytes, precision="fp32")
+        rec.add(ref, self.metrics(resid, metrics, budget_bytes=budget_bytes, precision=precision)
+                if precision != "fp32" else ref, units=_units(metrics))
+        return rec.result()
+
+    @contextmanager
+    def measure_deviation(self) -> Iterator["DeviationRecord"]:
+        """While open, every :meth:`metrics` call in the (reduced) :attr:`lens_precision` is repeated in fp32 on
+        the same residuals (about the cost of an fp32 lens) and the differences are folded into the yielded
+        :class:`DeviationRecord` (empty for ``fp32``)."""
+        rec = DeviationRecord(self.lens_precision, self.lens_kernel)
+        self._record = rec
+        try:
+            yield rec
+        finally:
+            self._record = None
 
     # ----------------------------------------------------------------- capture
     @contextmanager
@@ -247,7 +367,7 @@ class LogitLens:
         with torch.no_grad(), self.capture(last_only=False) as slots:
             out = self.model(**inputs, use_cache=False)
         own = out.logits.float()
-        mine = self.logits(slots[-1])
+        mine = self.logits(slots[-1], precision="fp32")  # the resolution, not the precision, is checked
         dtype = self.head.weight.dtype
         tol = self.atol if dtype in (torch.float32, torch.float64) else 5e-2 * max(1.0, own.abs().max().item())
         if own.shape != mine.shape:

@@ -307,12 +307,13 @@ def metrics_from_logits(
 CHUNK_ALIGN = 256
 
 
-def chunk_size_for(rows: int, vocab: int, budget_bytes: int, n_temporaries: int = 5) -> int:
+def chunk_size_for(rows: int, vocab: int, budget_bytes: int, n_temporaries: float = 5) -> int:
     """Vocabulary chunk width so that ``rows * width * 4 bytes * n_temporaries <= budget_bytes``: the whole
-    vocabulary if it fits, else a multiple of :data:`CHUNK_ALIGN` (when at least that wide)."""
+    vocabulary if it fits, else a multiple of :data:`CHUNK_ALIGN` (when at least that wide). ``n_temporaries``
+    counts float32 ``[rows, width]`` buffers (a bf16 one is 0.5)."""
     if budget_bytes <= 0:
         raise UserError(f"budget_bytes must be > 0 (got {budget_bytes})")
-    width = budget_bytes // max(1, rows * 4 * n_temporaries)
+    width = int(budget_bytes // max(1, rows * 4 * n_temporaries))
     if width >= vocab:
         return int(vocab)
     if width >= CHUNK_ALIGN:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 import sys
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from ..errors import RunInterrupted, UserError
@@ -84,8 +84,15 @@ class BatchLoop:
     def batch_rows(self, idx) -> dict:
         cfg = self.cfg
         batch = [self.samples[i] for i in idx]
-        prof = self.mi.profile([s.text for s in batch], cfg.decode, metrics=cfg.metrics, batch_size=len(batch),
-                               indices=idx, batch_order="given", check_context=False)  # too long: skipped before
+        meta = self.state["metadata"]
+        # a reduced-precision lens measures its deviation from fp32 on the run's first batch, recorded once
+        measure = self.mi.lens.lens_precision != "fp32" and "lens_precision_deviation" not in meta
+        with self.mi.lens.measure_deviation() if measure else nullcontext() as deviation:
+            prof = self.mi.profile([s.text for s in batch], cfg.decode, metrics=cfg.metrics, batch_size=len(batch),
+                                   indices=idx, batch_order="given", check_context=False)  # too long: skipped before
+        if measure:
+            print(deviation.describe())
+            meta["lens_precision_deviation"] = deviation.as_dict()
         batch_labels = self.batch_label_fn(self.mi, batch, prof) if self.batch_label_fn is not None else None
         out: dict = {}
         for i, s in enumerate(batch):

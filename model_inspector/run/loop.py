@@ -260,7 +260,7 @@ def _run(samples, cfg, out_path, store, identity, rows, old_meta, source, *, loa
     meta.update({"identity": identity.as_dict(), "model_id": getattr(mi.model.config, "_name_or_path", cfg.model),
                  "dtype": str(mi.dtype), "device": str(mi.device), "n_layers": mi.n_layers, "d_model": mi.d_model,
                  "d_vocab": mi.d_vocab, "prepend_bos_resolved": mi.prepend_bos(cfg.prepend_bos),
-                 "threads": _torch_threads()})
+                 "threads": _torch_threads(), **mi.lens.precision_info()})
     # Policy for prompts longer than the model's context (prompt tokens + max_len): skipped and
     # counted, like the paper's length limits. The decision depends on the model alone, so a
     # resumed run skips the same prompts.
