@@ -179,7 +179,7 @@ def test_a_finished_file_with_its_sidecar_left_is_finished_for_every_later_run(t
         run_profiling(_samples(), _cfg(tiny_dir), keep, load_inspector=lambda: mi, update_steps=8, progress=False,
                       save=killed)
     shutil.copytree(PartsStore(keep).dir, PartsStore(out).dir)
-    with pytest.raises(FileExistsError, match=f"{out} exists; pass --resume") as info:
+    with pytest.raises(FileExistsError, match=f"{out} is already complete .24 samples.: pass --overwrite") as info:
         run_profiling(_samples(), _cfg(tiny_dir), out, load_inspector=_never, progress=False)
     assert "unfinished" not in str(info.value) and not PartsStore(out).dir.exists()
 

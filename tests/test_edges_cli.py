@@ -163,8 +163,8 @@ def test_an_existing_file_is_not_called_a_storage_failure(capsys, tiny_dir, stor
                               style="script"))
     capsys.readouterr()
     line = cli(capsys, *_ts(tiny_dir, stories_file, tmp_path))
-    assert line.endswith("tiny-llama_tinystories_1.pkl exists; pass --resume to continue it or --overwrite to replace "
-                         "it")
+    assert "tiny-llama_tinystories_1.pkl is already complete (24 samples): pass --overwrite to make it again" in line
+    assert line.endswith("(--resume has nothing to add)")
     assert "free space" not in line and "cannot write" not in line
 
 

@@ -58,7 +58,7 @@ def test_tinystories_script_and_evaluation(tiny_dir, stories_file, tmp_path):
     before = out.read_bytes()
     proc = run_script("run_experiments_ts.py", tiny_dir, "tinystories", "--n_stories", 2, "--data_file", stories_file,
                "--max_len", 3, "--results_dir", tmp_path, check=False)
-    assert proc.returncode == 2 and "exists; pass --resume" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "is already complete" in proc.stderr and "Traceback" not in proc.stderr
     assert out.read_bytes() == before
 
 
