@@ -241,3 +241,32 @@ def test_gpu_script_dry_run_on_cpu(tmp_path):
     table = proc.stdout.splitlines()
     assert any(ln.startswith("model") and "lens_precision" in ln and "max dev" in ln for ln in table)
     assert sum(" bf16x3 " in ln for ln in table) == 2
+
+
+def test_a_reduced_precision_run_records_its_kernel_and_deviation_once(bf16_here, tiny_dir, tmp_path, capsys):
+    """The runner: a bf16 run's file records the precision, the kernel and the deviation from fp32 measured on its
+    first batch (n = that batch's prompts x tokens x layers); a fp32 run records no deviation."""
+    from model_inspector import Results
+    from model_inspector.commands.run import main
+
+    stories = tmp_path / "stories.jsonl"
+    stories.write_text("".join(json.dumps({"text": f"Once upon a time {w} went home."}) + "\n"
+                               for w in ("Tom", "Ann", "a cat")))
+
+    def run(precision, out):
+        main([str(tiny_dir), "tinystories", "--n_stories", "1", "--data_file", str(stories),
+              "--max_len", "3", "--batch_size", "4", "--results_dir", str(out), "--no_progress", "--device", "cpu",
+              "--lens_precision", precision], experiment="tinystories", style="script")
+        (path,) = out.glob("*.pkl")
+        return Results.load(path).metadata
+
+    meta = run("bf16", tmp_path / "bf16")
+    assert meta["lens_precision"] == meta["lens_precision_requested"] == "bf16" and meta["lens_kernel"]
+    dev = meta["lens_precision_deviation"]
+    assert dev["precision"] == "bf16" and dev["against"] == "fp32"
+    first = min(4, meta["n_total"])  # the first batch only
+    assert dev["metrics"]["entropy"]["n"] == first * 3 * meta["n_layers"]
+    assert dev["metrics"]["entropy"]["max_abs"] >= dev["metrics"]["entropy"]["mean_abs"] > 0
+    assert "lens precision bf16 vs fp32" in capsys.readouterr().out
+    plain = run("fp32", tmp_path / "fp32")
+    assert plain["lens_precision"] == "fp32" and "lens_precision_deviation" not in plain

@@ -70,7 +70,11 @@ METADATA_KEYS = {
     "parts": "per sidecar part, in row order: rows, threads, library versions (and the shard's rank) that made them",
     "n_nonfinite": "rows kept with NaN/inf metrics at valid steps (--keep_nonfinite)",
     "complete": "False while the run is unfinished", "created": "UTC start time",
-    "elapsed_s": "seconds of profiling", "layout": "'format_records' for the format experiment's DataFrame",
+    "elapsed_s": "seconds of profiling",
+    "lens_precision": "the lens product's precision as run (fp32, bf16, bf16x2, bf16x3)",
+    "lens_precision_requested": "the precision asked for (a device without bf16 runs fp32)",
+    "lens_kernel": "the product the lens used, in words",
+    "lens_precision_deviation": "a reduced-precision run's deviation from fp32 on its first batch: metric -> max, mean, n", "layout": "'format_records' for the format experiment's DataFrame",
 }
 
 
