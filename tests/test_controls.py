@@ -123,3 +123,13 @@ def test_an_incomplete_file_is_refused_or_flagged(ts_run, tmp_path):
     row = pd.read_csv(tmp_path / "cut_tm_prompt_k5_3fold_overall.csv").iloc[0]
     assert row["results_complete"] is False or row["results_complete"] == False  # noqa: E712
     assert "incomplete" in row["note"] and row["results_n_samples"] == 60
+
+
+def test_a_k_too_large_for_the_smallest_class_suggests_one_that_fits(ts_run, tmp_path):
+    """5 stories x 24 prompts, 3 folds: 16 training samples per story, so k = 9 is over half of them and the note
+    suggests the largest odd k at most 8 (7), never the k already used."""
+    real, _ = ts_run
+    out = run_script("run_tests.py", real, "--label", "story_index", "--folds", 3, "--k", 9, "--out_dir", tmp_path,
+                     "--no_plot").stdout
+    note = next(ln for ln in out.splitlines() if "leans on the class sizes" in ln)
+    assert "k=9 is over half the 16 training samples" in note and "try --k 7" in note

@@ -294,9 +294,13 @@ def main(argv=None) -> int:
         print(f"  note: k reduced from {args.k} to {r['k_used']}: the training folds hold too few samples "
               "(lower --k or profile more samples)")
     smallest = min(int(c) for c in str(r["class_counts"]).split("|"))
-    if r["k_used"] > 0.5 * smallest * (args.folds - 1) / args.folds:
-        print(f"  note: k={r['k_used']} is over half the {int(smallest * (args.folds - 1) / args.folds)} training "
-              f"samples of the smallest class: the vote leans on the class sizes (try a smaller --k, e.g. 9)")
+    train_smallest = smallest * (args.folds - 1) / args.folds
+    if r["k_used"] > 0.5 * train_smallest:
+        k_fit = max(1, int(train_smallest / 2))
+        k_fit -= (k_fit % 2 == 0 and k_fit > 1)  # odd: no ties between two classes
+        print(f"  note: k={r['k_used']} is over half the {int(train_smallest)} training samples of the smallest "
+              "class: the vote leans on the class sizes ("
+              + (f"try --k {k_fit}, or profile more samples)" if k_fit < r["k_used"] else "profile more samples)"))
     print(f"  k-NN (k={r['k_used']}) ROC-AUC   {r['model_roc_auc']:.3f} ± {np.std(r['model_auc_by_fold']):.3f} "
           f"(std over {args.folds} folds)   accuracy {r['model_accuracy']:.3f} (chance {r['chance_accuracy']:.3f})")
     print(f"  stratified baseline ROC-AUC {r['baseline_roc_auc']:.3f}   accuracy {r['baseline_accuracy']:.3f}")
