@@ -329,7 +329,9 @@ def write_report(out_dir: str | Path, manifest: dict) -> tuple[Path, Path]:
     if errors:
         body.append("<h2>Steps that could not be evaluated at this size</h2><ul>" + "".join(
             f"<li>{esc(e)}</li>" for e in errors) + "</ul>")
-    body.append("<h2>How verdicts are decided</h2><pre>" + esc(md[md.index("## How verdicts are decided") + 2]) + "</pre>")
+    rules = [" ".join(item.split()).replace("*", "")
+             for item in ("\n" + md[md.index("## How verdicts are decided") + 2]).split("\n* ") if item.strip()]
+    body.append("<h2>How verdicts are decided</h2><ul>" + "".join(f"<li>{esc(r)}</li>" for r in rules) + "</ul>")
     body.append("<h2>Figures</h2>" + "".join(f"<figure><img src='{esc(f, quote=True)}' alt='{esc(f, quote=True)}'>"
                                             f"<figcaption>{esc(f)}</figcaption></figure>" for f in figures))
     style = ("body{font:14px/1.45 system-ui,sans-serif;margin:16px;max-width:1400px;color:#1d2430}table{border-collapse:"
