@@ -18,6 +18,10 @@ from HTML strings.
 The arrays travel as base64 typed arrays: metrics quantised to uint16 (resolution: the metric's range / 65534,
 about 2e-4 nats for entropies), top-token ids as uint16 indexes into the file's token table, probabilities as
 uint8 (1/255).
+
+This module is longer than ~400 lines (about 450) on purpose: it is one concern, turning a results file and the
+evaluations beside it into the page's data (summary, identity matching of evaluation CSVs, class profiles,
+embeddings, sample grids, strategies), and splitting those steps apart would scatter one data contract with the page.
 """
 
 from __future__ import annotations

@@ -14,14 +14,17 @@ PROMPTS = ["Hello world", "A longer prompt, with padding."]
 
 def own_entropy_truncated(model, lens, input_ids, attention_mask, layer):
     """Independent computation: run the model's own forward with only blocks[:layer+1] kept, so its
-    own final norm, head and logit transforms decode block `layer`'s output. float64 entropy."""
+    own final norm, head and logit transforms decode block `layer`'s output. float64 entropy. Positions count real
+    tokens only (left padding), as ``generate`` numbers them and as the profiles do."""
     parent_path, _, attr = lens.block_path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
     full = getattr(parent, attr)
     setattr(parent, attr, nn.ModuleList(list(full)[: layer + 1]))
     try:
         with torch.no_grad():
-            logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                           use_cache=False).logits
     finally:
         setattr(parent, attr, full)
     logp = torch.log_softmax(logits.double(), -1)
@@ -43,6 +46,9 @@ def test_every_layer_exact(arch, tok):
             got = pp.entropy[i, : pp.n_positions[i], layer]
             worst = max(worst, float(np.abs(got - want[i][mask[i]].numpy()).max()))
     assert worst < 1e-4, f"{arch}: worst deviation {worst:.2e} nats"
+    alone = mi.profile_prompt(PROMPTS[:1], metrics=["shannon"])  # no padding: the same numbers as in the batch
+    n = alone.n_positions[0]
+    assert n == pp.n_positions[0] and np.abs(alone.entropy[0, :n] - pp.entropy[0, :n]).max() < 1e-4
 
 
 def test_softcap_is_applied(tok):
