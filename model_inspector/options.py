@@ -324,7 +324,7 @@ for _opt in (
            "LensSpec (imports that module: name only code you trust)", Text(), group="model", identity=True, legacy=None,
            metavar="MODULE:NAME"),
     Option("random_init", None, "the random-weights control: the same architecture with weights drawn by its own "
-           "initialiser under this seed (the output's name ends in _randomSEED)", Integer(min=0, none=True),
+           "initialiser under this seed (a profiling run's output name ends in _randomSEED)", Integer(min=0, none=True),
            group="model", identity=True, legacy=None, metavar="SEED"),
     Option("threads", None, "CPU threads (default: the cores this process may use less those busy now, at least 1; "
            "OMP_NUM_THREADS wins)", Integer(min=1, none=True), group="model"),
@@ -340,7 +340,8 @@ for _opt in (
     Option("trust_pickle", False, "read pickles without the restricted unpickler: any code a file holds runs (only "
            "for files you wrote yourself)", _BOOL, group="output", switch=True),
     # --- evaluations of results files
-    Option("label", None, "what to predict: correct (MMLU), prompt (task class), or any per-sample key",
+    Option("label", None, "what to predict: correct (MMLU), prompt (task class), or any per-sample key (default: "
+           "correct when the file has it, else the label its experiment is evaluated by, e.g. prompt for TinyStories)",
            Text(), group="analysis"),
     Option("metric", None, "the profile column to use, e.g. entropy, renyi_0.5 (default: entropy, else the file's "
            "first metric)", Text(), group="analysis"),

@@ -59,3 +59,23 @@ def tiny_dir(tmp_path_factory):
     tiny_model("llama", max_position_embeddings=2048).save_pretrained(d)
     char_tokenizer().save_pretrained(d)
     return d
+
+
+@pytest.fixture(scope="module")
+def mi(tiny_dir):
+    """A ModelInspector of the tiny Llama in ``tiny_dir`` (one per test module; a module may define its own)."""
+    from model_inspector import ModelInspector
+
+    return ModelInspector(str(tiny_dir))
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: the tiny models gain nothing from more, and OpenMP threads spin on a busy machine
+    (``pytestmark = pytest.mark.usefixtures("one_thread")`` in a module)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -39,3 +39,23 @@ def same_results(a: dict, b: dict) -> None:
                 np.testing.assert_array_equal(x, y, err_msg=k)
             else:
                 assert x == y, k
+
+
+#: two stories, 24 TinyStories prompts: the runner tests' data
+TWO_STORIES = ["Tom had a red ball. He liked to play with it every day.", "Sue saw a cat. The cat was big and soft."]
+
+
+def run_samples(n=24, stories=TWO_STORIES):
+    """The first ``n`` TinyStories prompts of ``stories`` (seed 0)."""
+    from model_inspector.experiments.tinystories import tinystories_samples
+
+    return tinystories_samples(stories, seed=0)[0][:n]
+
+
+def run_config(model, max_len=3, **kw):
+    """A sampled, seeded, float32 CPU RunConfig of ``model`` for the runner tests; ``kw`` overrides."""
+    from model_inspector.run.config import RunConfig
+
+    base = dict(model=str(model), dataset="tinystories", max_len=max_len, batch_size=4, sample=True, seed=5,
+                metrics=("shannon",), dtype="float32", device="cpu")
+    return RunConfig(**{**base, **kw})

@@ -12,17 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import same_results
+from helpers import TWO_STORIES, run_config, run_samples, same_results
 
 from model_inspector.errors import ResultsFileError
-from model_inspector.experiments.tinystories import tinystories_samples
 from model_inspector.results import load_results
-from model_inspector.run.config import RunConfig
 from model_inspector.run.loop import run_profiling
 from model_inspector.storage import PartsStore
 
 ROOT = Path(__file__).resolve().parents[1]
-STORIES = ["Tom had a red ball. He liked to play with it every day.", "Sue saw a cat. The cat was big and soft."]
+STORIES = TWO_STORIES
 
 
 @pytest.fixture(scope="module")
@@ -32,30 +30,12 @@ def stories_file(tmp_path_factory):
     return p
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the tiny models gain nothing from more, and OpenMP threads spin on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def mi(tiny_dir):
-    from model_inspector import ModelInspector
-
-    return ModelInspector(str(tiny_dir))
-
-
-def _samples(n=24):
-    return tinystories_samples(STORIES, seed=0)[0][:n]
+pytestmark = pytest.mark.usefixtures("one_thread")
+_samples = run_samples
 
 
 def _cfg(model, **kw):
-    base = dict(model=str(model), dataset="tinystories", max_len=2, batch_size=4, sample=True, seed=5,
-                metrics=("shannon",), dtype="float32", device="cpu")
-    return RunConfig(**{**base, **kw})
+    return run_config(model, max_len=2, **kw)
 
 
 def cli(capsys, experiment, *argv, code=2):

@@ -35,13 +35,6 @@ def one_line_error(proc, *fragments):
 
 
 @pytest.fixture(scope="module")
-def mi(tiny_dir):
-    from model_inspector import ModelInspector
-
-    return ModelInspector(str(tiny_dir))
-
-
-@pytest.fixture(scope="module")
 def stories_file(tmp_path_factory):
     p = tmp_path_factory.mktemp("d") / "stories.jsonl"
     p.write_text("".join(json.dumps({"text": s}) + "\n" for s in STORIES))
@@ -307,12 +300,15 @@ def test_mmlu_letters_and_csv(tmp_path):
                                        "index": 0}
 
 
-def test_bad_story_rows(tmp_path, tiny_dir):
+@pytest.mark.parametrize("bad_line, says", [('{"text": null}', "text must be a string (got NoneType None)"),
+                                             ("{oops", "line 2 is not valid JSON")], ids=["null-text", "not-json"])
+def test_bad_story_rows(bad_line, says, tmp_path, tiny_dir):
+    """A bad row is one line naming file:line; --skip_bad_rows skips it (also a line that is not JSON) and counts it."""
     f = tmp_path / "s.jsonl"
-    f.write_text('{"text": "A story."}\n{"text": null}\n{"text": "Another."}\n')
+    f.write_text('{"text": "A story."}\n' + bad_line + '\n{"text": "Another."}\n')
     args = ["run_experiments_ts.py", tiny_dir, "tinystories", "--n_stories", 2, "--data_file", f, "--max_len", 2,
             "--results_dir", tmp_path, "--no_progress"]
-    one_line_error(run_script(*args, check=False), f"{f}:2: text must be a string (got NoneType None)")
+    one_line_error(run_script(*args, check=False), f"{f}:2: {says}")
     ok = run_script(*args, "--skip_bad_rows")
     assert "skipped 1 bad rows" in ok.stdout
     data = load_results(tmp_path / "tiny-llama_tinystories_2.pkl")
@@ -362,12 +358,3 @@ def test_no_lock_file_is_left_by_a_finished_a_refused_or_a_failed_run(tmp_path, 
     assert not list(tmp_path.glob(".*.lock")), list(tmp_path.iterdir())
 
 
-def test_skip_bad_rows_skips_a_line_that_is_not_json(tmp_path, tiny_dir):
-    f = tmp_path / "s.jsonl"
-    f.write_text('{"text": "A story."}\n{oops\n{"text": "Another."}\n')
-    args = ["run_experiments_ts.py", tiny_dir, "tinystories", "--n_stories", 2, "--data_file", f, "--max_len", 2,
-            "--results_dir", tmp_path, "--no_progress"]
-    one_line_error(run_script(*args, check=False), f"{f}:2: line 2 is not valid JSON")
-    ok = run_script(*args, "--skip_bad_rows")
-    assert "skipped 1 bad rows" in ok.stdout
-    assert load_results(tmp_path / "tiny-llama_tinystories_2.pkl")["metadata"]["n_bad_rows"] == 1

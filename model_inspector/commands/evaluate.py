@@ -56,15 +56,19 @@ OPTIONS = (
            "with a paired test against this file", Text(), group="evaluate", metavar="CONTROL_FILE"),
     Option("allow_partial", False, "evaluate a file that is not complete (an interrupted or running run); the "
            "outputs say so", Flag(), group="evaluate", switch=True),
+    Option("k", None, "neighbours (default: the file's experiment's: 29 for TinyStories and MMLU, as the paper; 5 for "
+           "formats and family; 29 otherwise)", Integer(min=1, none=True), group="evaluate"),
+    Option("folds", None, "CV folds (default: the file's experiment's: 10; 5 for family)", Integer(min=2, none=True),
+           group="evaluate"),
 )
-SHARED = ["label", "num_windows", "metric", "k", "folds", "no_plot", "out_dir", "trust_pickle"] + [
+SHARED = ["label", "num_windows", "metric", "no_plot", "out_dir", "trust_pickle"] + [
     o.name for o in group("model")]
 
 
 def build_parser():
     p = ArgumentParser(description=__doc__)
     p.add_argument("file", help="results file (.pkl from the experiment scripts, or .npz)")
-    add_flags(p, SHARED, extra=OPTIONS)
+    add_flags(p, SHARED, {"dtype": "auto", "device": "auto"}, extra=OPTIONS)
     return p
 
 
@@ -274,6 +278,12 @@ def main(argv=None) -> int:
     partial = check_complete(data, src, args.allow_partial)
     if args.label is None:
         args.label = default_label(data)
+    exp = _experiment_of(data)
+    defaults = exp.evaluation if exp is not None else {}
+    if args.k is None:
+        args.k = int(defaults.get("k", 29))
+    if args.folds is None:
+        args.folds = int(defaults.get("folds", 10))
     overall, subject, X, y = evaluate(data, args)
     r = overall.iloc[0]
     stem = output_stem(src, args.out_dir, label=args.label, k=int(r["k_used"]), folds=args.folds,

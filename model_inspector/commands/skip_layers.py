@@ -69,15 +69,17 @@ OPTIONS = (
     Option("grading", "loglik", "loglik: the four letters' log-likelihoods; generate: generated letters (the "
            "paper's, slow)", OneOf(("loglik", "generate")), group="skip"),
     Option("seed", 0, "seed of the question draw, the split and the random draws", Integer(min=0), group="skip"),
+    Option("k", 3, "blocks skipped together in the top-k conditions (the k largest expansions, the k largest "
+           "prunings, k random blocks)", Integer(min=1), group="skip"),
 )
-SHARED = ["k", "batch_size", "results_dir", "resume", "overwrite", "no_progress", "trust_pickle", "no_plot"] + [
+SHARED = ["batch_size", "results_dir", "resume", "overwrite", "no_progress", "trust_pickle", "no_plot"] + [
     o.name for o in group("model")]
 
 
 def build_parser():
     p = ArgumentParser(prog="entropy-lens skip-layers", description=__doc__)
     p.add_argument("model", help="alias (smollm2-135m-instruct, gemma-2-2b-it...), HF id, local dir or .gguf")
-    add_flags(p, SHARED, {"k": 3, "dtype": "auto", "device": "auto"}, extra=OPTIONS)
+    add_flags(p, SHARED, {"dtype": "auto", "device": "auto"}, extra=OPTIONS)
     return p
 
 

@@ -24,7 +24,7 @@ import math
 import re
 from pathlib import Path
 
-from ..options import ArgumentParser, Integer, Option, add_flags, option, parse_checked
+from ..options import ArgumentParser, Integer, Option, Text, add_flags, option, parse_checked
 
 #: this command's own options (the shared ones are declared in :mod:`model_inspector.options`)
 OPTIONS = (
@@ -32,14 +32,17 @@ OPTIONS = (
     Option("seed", 0, "bootstrap seed", Integer(), group="strategies"),
     Option("exclude_edges", 1, "layers dropped at each end for the interior variant (0: all transitions only)",
            Integer(min=0), group="strategies"),
+    Option("k", 3, "top transitions kept per class and kind (expansion, pruning)", Integer(min=1), group="strategies"),
+    Option("label", None, "the per-sample key that groups samples into classes, e.g. prompt (the task class); none: "
+           "all samples together", Text(), group="strategies"),
 )
-SHARED = ["metric", "label", "k", "out_dir", "no_plot", "trust_pickle"]
+SHARED = ["metric", "out_dir", "no_plot", "trust_pickle"]
 
 
 def build_parser():
     p = ArgumentParser(description=__doc__)
     p.add_argument("file", help="results file (.npz, or a .pkl from the experiment scripts)")
-    add_flags(p, SHARED, {"k": 3}, extra=OPTIONS)
+    add_flags(p, SHARED, extra=OPTIONS)
     return p
 
 
