@@ -177,7 +177,17 @@ def tidy_evaluation(table: dict) -> dict:
             notes.append(f"{len(skipped)} {noun} skipped ({'; '.join(reasons)}): {', '.join(what)}")
         keep = [i for i, c in enumerate(cols) if any(r[i] is not None for r in rows)] if rows else []
         cols, rows = [cols[i] for i in keep], [[r[i] for i in keep] for r in rows]
-    return {"name": table["name"], "columns": cols, "rows": rows, "note": " ".join(notes) or None}
+    # the numbers a reader looks for first, the long descriptions last (the box scrolls sideways)
+    first = [c for c in _HEADLINE if c in cols]
+    order = first + [c for c in cols if c not in first and c not in _TRAILING] + [c for c in _TRAILING if c in cols]
+    idx = [cols.index(c) for c in order]
+    return {"name": table["name"], "columns": order, "rows": [[r[i] for i in idx] for r in rows],
+            "note": " ".join(notes) or None}
+
+
+_HEADLINE = ("feature", "subject", "class", "kind", "model_roc_auc", "roc_auc", "roc_auc_std", "baseline_roc_auc",
+             "improvement", "vs_baseline", "p_value", "p_vs_baseline", "significant", "vs_reference", "p_vs_reference")
+_TRAILING = ("description", "note")
 
 
 def _unit(definition: str) -> str:

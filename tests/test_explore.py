@@ -416,3 +416,14 @@ def test_an_unfinished_run_is_said_on_the_page(tmp_path):
     Results({"entropy": [rng.random((2, 3)).astype(np.float32) for _ in range(4)], "task": ["a", "b"] * 2},
             {"format": "entropy-lens-results", "complete": False, "n_total": 10}).to_npz(path)
     assert "is incomplete (4 of 10 samples" in explorer_data(path).summary["partial"]
+
+
+def test_evaluation_tables_put_the_numbers_first_and_descriptions_last():
+    from model_inspector.explore import tidy_evaluation
+
+    t = tidy_evaluation({"name": "x_tm_prompt_k9_5fold_controls.csv", "note": None,
+                         "columns": ["feature", "description", "n_samples", "roc_auc", "p_vs_baseline", "note"],
+                         "rows": [["profile", "mean profile", 120, 0.8, 0.003, "partial"],
+                                  ["last_layer", "the last layer", 120, 0.7, 0.0015, None]]})
+    assert t["columns"] == ["feature", "roc_auc", "p_vs_baseline", "n_samples", "description", "note"]
+    assert t["rows"][0] == ["profile", 0.8, 0.003, 120, "mean profile", "partial"]
