@@ -116,21 +116,29 @@ def reproduce(models: list[str], *, scale: str | Scale = "small", data_dir: str 
 
         entry = manifest["models"].setdefault(model, {}).setdefault(step, {"commands": [], "seconds": 0.0})
         t0 = time.time()
-        for argv in argvs:
-            argv = [str(a) for a in argv]
-            if "entropy-lens " + " ".join(argv) not in entry["commands"]:
-                entry["commands"].append("entropy-lens " + " ".join(argv))
-            if progress:
-                print(f"[{model}] entropy-lens {' '.join(argv)}", flush=True)
-            try:
-                _call(argv, log)
-            except UserError as exc:
-                if argv[0] in ("profile-ts", "profile-mmlu", "formats", "run", "skip-layers"):
-                    raise
-                entry.setdefault("errors", []).append(f"entropy-lens {argv[0]}: {exc}")
-                log.write(f"error: {exc}\n")
-        entry["seconds"] = round(entry["seconds"] + time.time() - t0, 1)
+        try:
+            for argv in argvs:
+                argv = [str(a) for a in argv]
+                if "entropy-lens " + " ".join(argv) not in entry["commands"]:
+                    entry["commands"].append("entropy-lens " + " ".join(argv))
+                if progress:
+                    print(f"[{model}] entropy-lens {' '.join(argv)}", flush=True)
+                try:
+                    _call(argv, log)
+                except UserError as exc:
+                    if argv[0] in ("profile-ts", "profile-mmlu", "formats", "run", "skip-layers"):
+                        raise
+                    entry.setdefault("errors", []).append(f"entropy-lens {argv[0]}: {exc}")
+                    log.write(f"error: {exc}\n")
+        finally:  # saved after every stage, also a failed or interrupted one: a resumed run adds to these seconds
+            entry["seconds"] = round(entry["seconds"] + time.time() - t0, 1)
+            save()
         return entry
+
+    def save():
+        from .storage import atomic_write_bytes
+
+        atomic_write_bytes(out / "manifest.json", json.dumps(manifest, indent=1).encode())
 
     for model in models:
         m = _label(model)
@@ -196,7 +204,7 @@ def reproduce(models: list[str], *, scale: str | Scale = "small", data_dir: str 
                                          "csv": str(ev / "family_agreement.csv"), "seconds": round(time.time() - t0, 1)}
     manifest["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     log.close()
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    save()
     write_report(out, manifest)
     return manifest
 

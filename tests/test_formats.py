@@ -31,7 +31,8 @@ def test_pipeline_end_to_end(tiny_dir, tmp_path):
     assert "ROC-AUC" in proc.stdout
     s = json.loads(summary.read_text())
     assert set(s) == {"0.5", "1.0", "5.0"} and {"cv_accuracy_mean", "cv_accuracy_std", "roc_auc"} <= set(s["1.0"]["3"])
-    assert (tmp_path / "plots" / "confusion_alpha1_k3_3fold.png").exists()  # the file name carries k used and folds
+    # the file name carries the data file, k used and folds: two models' matrices in one folder never collide
+    assert (tmp_path / "plots" / "formats_confusion_alpha1_k3_3fold.png").exists()
     # refusing to overwrite leaves the file byte-identical
     before = out.read_bytes()
     proc = run_script("generate_format_dataset.py", "--model", tiny_dir, "--n_topics", 4, "--max_len", 6,

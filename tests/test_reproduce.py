@@ -79,3 +79,31 @@ def test_reproduce_end_to_end_on_a_tiny_model(tiny_dir, shared_data, tmp_path):
         driver.save_screenshot(str(tmp_path / "report.png"))
     finally:
         driver.quit()
+
+
+def test_an_interrupted_reproduction_keeps_the_seconds_of_its_finished_stages(tmp_path, monkeypatch):
+    """The manifest is saved after every stage (also a failing one), so a resumed run's report and its paper-scale
+    estimate count the time of the stages an earlier, interrupted run finished."""
+    import time
+
+    import model_inspector.reproduce as rep
+    from model_inspector.errors import UserError
+
+    def fake_call(argv, log):
+        if argv[0] == "formats":
+            raise UserError("the model went away")
+        time.sleep(0.2 if argv[0] == "profile-ts" else 0.0)
+        return ""
+
+    monkeypatch.setattr(rep, "_call", fake_call)
+    out = tmp_path / "rep"
+    with pytest.raises(UserError, match="went away"):
+        reproduce(["m"], scale="demo", out_dir=out, steps=["tasks", "formats", "skip"])
+    saved = json.loads((out / "manifest.json").read_text())["models"]["m"]
+    assert saved["tasks"]["seconds"] >= 0.4 and len(saved["tasks"]["commands"]) == 3  # two profile-ts: 2 x 0.2 s
+    assert saved["formats"]["commands"][0].startswith("entropy-lens formats") and "skip" not in saved
+    # the resumed run adds to them instead of starting from zero
+    monkeypatch.setattr(rep, "_call", lambda argv, log: "")
+    monkeypatch.setattr("model_inspector.report.write_report", lambda out_dir, manifest: None)
+    again = reproduce(["m"], scale="demo", out_dir=out, steps=["tasks", "formats", "skip"])
+    assert again["models"]["m"]["tasks"]["seconds"] >= saved["tasks"]["seconds"] and "skip" in again["models"]["m"]

@@ -123,7 +123,9 @@ def main(argv=None) -> int:
             print(f"  note: the test split's confusion matrix of alpha {a:g} equals that of alpha {shown[key]:g} (n={n_test} "
                   "test samples: the same predictions; the CV accuracies above use every sample)")
         shown.setdefault(key, a)
-        name = f"confusion_alpha{a:g}_k{best['k_used']}_{args.folds}fold.png"  # what the plot shows, in its name
+        # what the plot shows, in its name; the data file's stem first, as evaluate's outputs: two models' matrices
+        # written into one --out_dir never overwrite each other
+        name = f"{Path(args.data).stem}_confusion_alpha{a:g}_k{best['k_used']}_{args.folds}fold.png"
         for p in plot_confusion(cm, labels, title, plots / name):
             print(f"  wrote {p}")
     if json_out:
