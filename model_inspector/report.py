@@ -101,9 +101,12 @@ def identification(rows, paper_range=None, what="ROC-AUC") -> dict:
                    f"{_f(perm['roc_auc_p95'])}; empirical p {_p(perm['p_reference_vs_permutations'])})")
     grouped = by.get("profile_grouped")
     out = {"ours": ours, "controls": "; ".join(ctl), "value": prof["roc_auc"]}
-    if not (prof["significant"] and prof["vs_baseline"] == "higher") or (
-            perm is not None and perm["p_reference_vs_permutations"] >= 0.05):
-        out["verdict"], out["why"] = VERDICTS[1], "no better than the baseline and the permuted labels at this size"
+    beats_baseline = bool(prof["significant"] and prof["vs_baseline"] == "higher")
+    beats_perm = perm is None or perm["p_reference_vs_permutations"] < 0.05
+    if not (beats_baseline and beats_perm):  # say which test it fails
+        failed = [f"the baseline (p {_p(prof['p_vs_baseline'])})"] * (not beats_baseline) + [
+            f"the permuted labels (empirical p {_p(perm['p_reference_vs_permutations'])})"] * (not beats_perm)
+        out["verdict"], out["why"] = VERDICTS[1], f"not significantly better than {' or '.join(failed)} at this size"
     elif explained:
         out["verdict"], out["why"] = VERDICTS[2], "; ".join(explained)
     elif grouped is not None and not grouped["significant"]:
@@ -145,7 +148,7 @@ def expansion_pruning(strat, control) -> dict:
     if control is not None:
         ce, cp = top(control, "expansion"), top(control, "pruning")
         out["controls"] = "random weights: " + "; ".join(
-            f"{k} layer {int(r['layer'])}, dH {float(r['mean_dH']):+.3f}" if r is not None else f"no {k}"
+            f"{k} layer {int(r['layer'])}, dH {float(r['mean_dH']):+.2g} nats" if r is not None else f"no {k}"
             for k, r in (("expansion", ce), ("pruning", cp)))
         for real, ctl in ((e, ce), (p, cp)):
             if real is not None and ctl is not None and int(real["layer"]) == int(ctl["layer"]) and abs(
@@ -296,7 +299,7 @@ def write_report(out_dir: str | Path, manifest: dict) -> tuple[Path, Path]:
     for r in rows:
         cells = [r["claim"], r["model"], r["paper"], r["ours"], r["controls"] or "-",
                  f"**{r['verdict']}**: {r.get('why', '')}"]
-        md.append("| " + " | ".join(c.replace("|", "/").replace("\n", " ") for c in cells) + " |")
+        md.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
     md += ["", "## Time", "", "| model | " + " | ".join(sorted({k for t in times.values() for k in t})) + " | total |",
            "| --- |" + " --- |" * (len({k for t in times.values() for k in t}) + 1)]
     keys = sorted({k for t in times.values() for k in t})

@@ -33,7 +33,12 @@ def test_identification_verdicts():
     assert v["verdict"] == VERDICTS[2] and "prompt length alone" in v["why"]
     chance = _controls(profile=(0.52, {"significant": False}), label_permutations=(0.5, {**perm,
                                                                                           "p_reference_vs_permutations": 0.4}))
-    assert identification(chance)["verdict"] == VERDICTS[1]
+    v = identification(chance)
+    assert v["verdict"] == VERDICTS[1] and "baseline (p 0.0001)" in v["why"] and "permuted labels (empirical p 0.4)" in v["why"]
+    # the reason names only the test that failed: above the permutations, not above the stratified baseline
+    noisy = _controls(profile=(0.77, {"significant": False, "p_vs_baseline": 0.13}), label_permutations=(0.5, perm))
+    v = identification(noisy)
+    assert v["verdict"] == VERDICTS[1] and "baseline (p 0.13)" in v["why"] and "permuted" not in v["why"]
 
 
 @pytest.mark.slow
