@@ -316,7 +316,7 @@ def write_report(out_dir: str | Path, manifest: dict) -> tuple[Path, Path]:
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
     atomic_write_bytes(md_path, "\n".join(md).encode())
     esc = html.escape
-    body = [f"<h1>{esc(md[0][2:])}</h1>", f"<p>{esc(md[2].replace('**', ''))}</p>", "<h2>Claims</h2><table><thead><tr>"
+    body = [f"<h1>{esc(md[0][2:])}</h1>", f"<p>{esc(md[2].replace('**', ''))}</p>", "<h2>Claims</h2><div class='wide'><table><thead><tr>"
             + "".join(f"<th>{h}</th>" for h in ("claim", "model", "the paper", "ours", "controls", "verdict"))
             + "</tr></thead><tbody>"]
     for r in rows:
@@ -324,7 +324,7 @@ def write_report(out_dir: str | Path, manifest: dict) -> tuple[Path, Path]:
         body.append("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in (r["claim"], r["model"], r["paper"], r["ours"],
                                                                           r["controls"] or "-"))
                     + f"<td class='{cls}'><b>{esc(r['verdict'])}</b>: {esc(r.get('why', ''))}</td></tr>")
-    body.append("</tbody></table><h2>Time</h2><table><tbody>")
+    body.append("</tbody></table></div><h2>Time</h2><table><tbody>")
     for m, t in times.items():
         body.append(f"<tr><td>{esc(m)}</td>" + "".join(f"<td>{esc(k)}: {t[k]:.0f} s</td>" for k in t)
                     + f"<td>total {sum(t.values()):.0f} s; paper scale about {est[m]['total'] / 3600:.1f} h</td></tr>")
@@ -339,7 +339,7 @@ def write_report(out_dir: str | Path, manifest: dict) -> tuple[Path, Path]:
                                             f"<figcaption>{esc(f)}</figcaption></figure>" for f in figures))
     style = ("body{font:14px/1.45 system-ui,sans-serif;margin:16px;max-width:1400px;color:#1d2430}table{border-collapse:"
              "collapse;width:100%}td,th{border:1px solid #dde1e7;padding:4px 6px;vertical-align:top;text-align:left;"
-             "overflow-wrap:anywhere}td:nth-child(1),td:nth-child(2){min-width:8em;overflow-wrap:normal}th{background:#f3f4f6}td.ok{background:#e6f4ea}td.no{background:#fff6d6}td.ctl"
+             "overflow-wrap:break-word}.wide{overflow-x:auto}.wide td:nth-child(3),.wide td:nth-child(6){min-width:9em}th{background:#f3f4f6}td.ok{background:#e6f4ea}td.no{background:#fff6d6}td.ctl"
              "{background:#fde8e8}img{max-width:100%}figure{display:inline-block;max-width:48%;margin:4px}pre{white-"
              "space:pre-wrap}")
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(md[0][2:])}</title><style>{style}"
