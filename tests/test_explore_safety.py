@@ -86,7 +86,9 @@ def test_page_source_is_safe_by_construction(tmp_path):
     assert {lab["name"] for lab in payload["labels"]} == set(LABELS)
     assert payload["vocab"] == HOSTILE and payload["summary"]["model"] == HOSTILE[5]
     ev = payload["evaluations"][0]
-    assert ev["note"].endswith(f"1 subject skipped ({HOSTILE[4]}): {HOSTILE[2]}") and ev["rows"][0][0] == HOSTILE[5]
+    # the hostile cell arrives intact under its hostile column name (the headline columns such as subject go first)
+    assert ev["note"].endswith(f"1 subject skipped ({HOSTILE[4]}): {HOSTILE[2]}")
+    assert ev["rows"][0][ev["columns"].index(HOSTILE[4])] == HOSTILE[5] and ev["columns"][0] == "subject"
     assert ev["note"].startswith("this CSV records no results identity")  # written by hand: no identity columns
     assert "<title>Entropy-Lens explorer: hostile.npz</title>" in page
 
