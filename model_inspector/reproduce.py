@@ -168,7 +168,7 @@ def reproduce(models: list[str], *, scale: str | Scale = "small", data_dir: str 
                 argvs += [["profile-mmlu", model, "mmlu", "--max_len", sc.mmlu_tokens, "--grading", grading,
                            *(["--n_questions", n_q] if n_q else []), *mmlu_data, *common],
                           ["evaluate", f, "--label", "correct", "--k", sc.k, "--folds", sc.folds, "--controls",
-                           "--permutations", sc.permutations, "--out_dir", ev, "--no_plot", "--allow_partial"]]
+                           "--permutations", sc.permutations, "--out_dir", ev, "--no_plot"]]
             e = stage(model, "mmlu", argvs)
             e.update(results=files, prompts=n_q or MMLU_TEST, tokens=sc.mmlu_tokens)
         if "formats" in steps:
