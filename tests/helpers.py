@@ -41,6 +41,19 @@ def same_results(a: dict, b: dict) -> None:
                 assert x == y, k
 
 
+def interrupt_at(n: int):
+    """A runner ``label_fn`` that raises KeyboardInterrupt (Ctrl-C) while labelling the ``n``-th sample."""
+    calls = {"n": 0}
+
+    def label_fn(sample, fields):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return {}
+
+    return label_fn
+
+
 #: two stories, 24 TinyStories prompts: the runner tests' data
 TWO_STORIES = ["Tom had a red ball. He liked to play with it every day.", "Sue saw a cat. The cat was big and soft."]
 

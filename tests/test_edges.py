@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TWO_STORIES, run_config, run_samples, same_results
+from helpers import TWO_STORIES, interrupt_at, run_config, run_samples, same_results
 
 from model_inspector.errors import ResultsFileError, RunInterrupted, UserError
 from model_inspector.experiments.base import Sample
@@ -71,16 +71,9 @@ def test_an_edit_in_place_with_its_mtime_restored_is_refused_on_resume(tmp_path,
     assert size > 4 * 2**20
     mi = ModelInspector(str(model))
     out = tmp_path / "r.pkl"
-    calls = {"n": 0}
-
-    def stop_at_5(sample, fields):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return {}
-
     with pytest.raises(RunInterrupted):
-        run_profiling(_samples(8), _cfg(model), out, load_inspector=lambda: mi, label_fn=stop_at_5, progress=False)
+        run_profiling(_samples(8), _cfg(model), out, load_inspector=lambda: mi, label_fn=interrupt_at(5),
+                      progress=False)
     legacy = legacy_fingerprint(model)
     # zero 4 KiB of weights between two of the old sampled blocks, in place, and restore the mtime
     st = weights.stat()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_script, same_results
+from helpers import interrupt_at, run_script, same_results
 
 from model_inspector.errors import RunInterrupted
 from model_inspector.experiments.tinystories import tinystories_samples
@@ -85,17 +85,9 @@ def test_resume_after_interrupt_equals_uninterrupted(tiny_dir, tmp_path):
                     metrics=("shannon", "renyi:2"))
     full = run_profiling(_samples(), cfg, tmp_path / "full.pkl", load_inspector=lambda: mi, update_steps=4,
                          progress=False)
-    calls = {"n": 0}
-
-    def interrupt_at_13(sample, fields):
-        calls["n"] += 1
-        if calls["n"] == 13:
-            raise KeyboardInterrupt
-        return {}
-
     part = tmp_path / "part.pkl"
     with pytest.raises(RunInterrupted, match="interrupted after 12 of 30 samples"):
-        run_profiling(_samples(), cfg, part, load_inspector=lambda: mi, update_steps=100, label_fn=interrupt_at_13,
+        run_profiling(_samples(), cfg, part, load_inspector=lambda: mi, update_steps=100, label_fn=interrupt_at(13),
                       progress=False)
     assert len(load_results(part)["entropy"]) == 12 and load_results(part)["metadata"]["complete"] is False
     resumed = run_profiling(_samples(), cfg, part, load_inspector=lambda: mi, update_steps=4, resume=True,
