@@ -104,8 +104,11 @@ def identification(rows, paper_range=None, what="ROC-AUC") -> dict:
     beats_baseline = bool(prof["significant"] and prof["vs_baseline"] == "higher")
     beats_perm = perm is None or perm["p_reference_vs_permutations"] < 0.05
     if not (beats_baseline and beats_perm):  # say which test it fails
-        failed = [f"the baseline (p {_p(prof['p_vs_baseline'])})"] * (not beats_baseline) + [
-            f"the permuted labels (empirical p {_p(perm['p_reference_vs_permutations'])})"] * (not beats_perm)
+        failed = []
+        if not beats_baseline:
+            failed.append(f"the baseline (p {_p(prof['p_vs_baseline'])})")
+        if not beats_perm:
+            failed.append(f"the permuted labels (empirical p {_p(perm['p_reference_vs_permutations'])})")
         out["verdict"], out["why"] = VERDICTS[1], f"not significantly better than {' or '.join(failed)} at this size"
     elif explained:
         out["verdict"], out["why"] = VERDICTS[2], "; ".join(explained)
