@@ -87,23 +87,21 @@ def pick_device(device: str | torch.device | None = "auto") -> torch.device:
         dev = torch.device(text)
     except (RuntimeError, ValueError, TypeError):
         raise UserError(f"--device {text!r} is not a device name; use auto, cpu, cuda, cuda:N or mps") from None
-    here = _devices_here()
     if dev.type == "cpu":
         return dev
     if dev.type == "cuda":
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if n and (dev.index is None or dev.index < n):
-            return dev
-        raise UserError(f"--device {text}: this machine has no such device ({here}); use --device auto or one of them")
-    if dev.type == "mps":
-        if _mps_available():
-            return dev
-        raise UserError(f"--device {text}: this machine has no such device ({here}); use --device auto or one of them")
-    backend = getattr(torch, dev.type, None)
-    if dev.type not in ("meta",) and backend is not None and getattr(backend, "is_available", lambda: False)():
+        here = bool(n) and (dev.index is None or dev.index < n)
+    elif dev.type == "mps":
+        here = _mps_available()
+    else:
+        backend = getattr(torch, dev.type, None)
+        here = dev.type != "meta" and backend is not None and getattr(backend, "is_available", lambda: False)()
+    if here:
         return dev
-    raise UserError(f"--device {text}: this machine has no {dev.type} device ({here}); use --device auto or one of "
-                    "them")
+    what = "such" if dev.type in ("cuda", "mps") else dev.type
+    raise UserError(f"--device {text}: this machine has no {what} device ({_devices_here()}); use --device auto or one "
+                    "of them")
 
 
 def _devices_here() -> str:
@@ -169,6 +167,15 @@ def resolve_name(name: str) -> tuple[str, str]:
     return "hub", key
 
 
+def _model_folder(name, target) -> Path:
+    """The resolved folder ``target`` that ``name`` names, refused with one line unless it holds a ``config.json``."""
+    folder = Path(target).resolve()
+    if not (folder / "config.json").is_file():
+        raise ModelNotFoundError(f"{name!r} ({folder}) is a folder but not a model folder (no config.json); pass a "
+                                 "folder written by save_pretrained, a .gguf file, an alias or a hub id")
+    return folder
+
+
 def model_source(name: str, revision: str | None = None) -> tuple[str, Path | None]:
     """What ``load_model(name)`` would load, without loading it: ``(reference, local files or None)``.
 
@@ -180,10 +187,7 @@ def model_source(name: str, revision: str | None = None) -> tuple[str, Path | No
         src = cache_dir() / "converted" / target
         return f"embedded:{target}", (src if (src / "config.json").exists() else None)
     if kind == "dir":
-        folder = Path(target).resolve()
-        if not (folder / "config.json").is_file():
-            raise ModelNotFoundError(f"{name!r} ({folder}) is a folder but not a model folder (no config.json); pass a "
-                                     "folder written by save_pretrained, a .gguf file, an alias or a hub id")
+        folder = _model_folder(name, target)
         return str(folder), folder
     if kind == "gguf":
         gguf = Path(target).resolve()
@@ -283,10 +287,8 @@ def load_model(name_or_path: str, device: str | torch.device | None = "auto", dt
         tried.append(f"GGUF {gguf}")
     else:
         src = target
-        if kind == "dir" and not (Path(target) / "config.json").is_file():
-            raise ModelNotFoundError(f"{name_or_path!r} ({Path(target).resolve()}) is a folder but not a model folder "
-                                     "(no config.json); pass a folder written by save_pretrained, a .gguf file, an "
-                                     "alias or a hub id")
+        if kind == "dir":
+            _model_folder(name_or_path, target)
         tried.append(f"local directory {target}" if kind == "dir" else f"HF hub id {target!r}")
         if kind == "hub":
             _check_hub_model(str(name_or_path), target)

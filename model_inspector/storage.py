@@ -78,12 +78,6 @@ class watch_write:  # noqa: N801 - a context manager used like a function
         _WATCHED.pop(self.key, None)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
     """Write ``payload`` to ``path`` through a temporary file in the same folder and a rename, so
     that a reader (or a crash) never sees a half-written file. The file gets the permissions a

@@ -61,7 +61,7 @@ class BatchLoop:
     appended to the sidecar every ``update_steps`` samples; an interrupt or an exception saves them first."""
 
     def __init__(self, cfg, samples, mi, store, state, own, info, update_steps, label_fn, fields_fn, keep_nonfinite,
-                 batch_label_fn=None, lengths=None):
+                 lengths, batch_label_fn=None, snapshot=None):
         self.cfg, self.samples, self.mi, self.store, self.state, self.own = cfg, samples, mi, store, state, own
         self.info, self.update_steps, self.label_fn, self.fields_fn = info, update_steps, label_fn, fields_fn
         self.keep_nonfinite, self.batch_label_fn = keep_nonfinite, batch_label_fn
@@ -69,10 +69,10 @@ class BatchLoop:
         self.lengths = lengths
         self.pending: dict = {}
         #: ``save`` of a run that writes its file: an interrupt leaves a partial snapshot there too
-        self.snapshot = None
+        self.snapshot = snapshot
 
     def n_safe(self) -> int:
-        return n_samples({k: v for k, v in self.state.items() if k != "metadata"})
+        return n_samples(self.state)  # counts the rows, never the metadata
 
     def flush(self) -> None:
         if self.pending:
@@ -109,8 +109,8 @@ class BatchLoop:
                 labels.update(self.label_fn(s, fields))
             if batch_labels is not None:  # grading with the model has the last word
                 labels.update(batch_labels[i])
-            tokens = {"prompt_tokens": int(self.lengths[idx[i]])} if self.lengths is not None else {}
-            for k, v in {"input": s.text, "sample_index": int(idx[i]), **tokens, **labels, **fields}.items():
+            for k, v in {"input": s.text, "sample_index": int(idx[i]), "prompt_tokens": int(self.lengths[idx[i]]),
+                         **labels, **fields}.items():
                 out.setdefault(k, []).append(v)
         return out
 

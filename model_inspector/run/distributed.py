@@ -38,15 +38,12 @@ def process_state():
 
 def _finish_cut_merge(samples, cfg, out_path: Path, *, resume: bool, overwrite: bool, save,
                       trust_pickle: bool = False) -> dict | None:
-    """A single process meeting the sidecars of a data-parallel run of the same output."""
+    """A single process meeting the sidecars of a data-parallel run of the same output (after
+    :func:`remove_leftovers`: the shards a merged file left behind are gone)."""
     found = shard_stores(out_path)
     if not found or overwrite:
         remove_shards(out_path)
         return None
-    if remove_leftovers(out_path, trust_pickle=trust_pickle):  # the merged file is in place: the shards were left
-        found = shard_stores(out_path)
-        if not found:
-            return None
     world, stores = max(found.items())
     if not resume:
         raise FileExistsError(f"an unfinished {world}-process run of {out_path} exists; pass --resume to finish it "

@@ -232,16 +232,12 @@ def _run(samples, cfg, out_path, store, identity, rows, old_meta, source, *, loa
               "aside): profiling the missing ones")
         old_meta = {**old_meta, "complete": False}
     if old_meta.get("complete"):
-        if source == "file":  # a finished file: handed back as it is on disk
-            if not identity.complete:
-                identity = loaded_identity(identity, cfg, load_inspector())
-                identity.check(old_meta.get("identity"), out_path)
-            return {**rows, "metadata": old_meta}
-        meta = dict(old_meta)
         if not identity.complete:
             identity = loaded_identity(identity, cfg, load_inspector())
             identity.check(old_meta.get("identity"), out_path)
-        state = {**rows, "metadata": meta}
+        if source == "file":  # a finished file: handed back as it is on disk
+            return {**rows, "metadata": old_meta}
+        state = {**rows, "metadata": dict(old_meta)}
         if not finalize:
             return state
         return finish_output(out_path, state, [store], save=save, trust_pickle=trust_pickle)  # rows complete: write
@@ -292,8 +288,7 @@ def _run(samples, cfg, out_path, store, identity, rows, old_meta, source, *, loa
         if n_samples(rows):
             store.append(rows, {"threads": None, "versions": None, "note": f"carried over from {out_path}"})
     loop = BatchLoop(cfg, samples, mi, store, state, own, info, update_steps, label_fn, fields_fn, keep_nonfinite,
-                     batch_label_fn=batch_label_fn, lengths=lengths)
-    loop.snapshot = save if finalize else None
+                     lengths, batch_label_fn=batch_label_fn, snapshot=save if finalize else None)
     t0 = time.time()
     loop.go(todo, out_path, progress, done)
     with _storage_errors(out_path, store, loop.n_safe):

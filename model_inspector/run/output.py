@@ -8,7 +8,8 @@ Finalisation is one state machine, the same for one process and for the merge of
 3. it is read back and verified (row count, ``complete``, run identity);
 4. only then the sidecar(s) are removed, safely (each renamed to a tombstone, then deleted).
 
-A kill at any point leaves a state :func:`classify_existing` recognises, and ``--resume`` goes on from there: the
+A kill at any point leaves a state that ``--resume`` recognises (:func:`remove_leftovers`, then the resume in
+:mod:`model_inspector.run.loop`) and goes on from there: the
 rows in a complete sidecar are written again (1-2), a complete file whose sidecar is still there (3-4) is the truth
 and the sidecar is removed; stale temporaries and tombstones are cleaned under the output's lock
 (:func:`clean_stale`). The named kill points (:data:`~model_inspector.storage.KILL_POINTS`) let the tests stop a
@@ -29,8 +30,7 @@ from ..storage import PartsStore, RunStorageError, kill_point, remove_stale_temp
 from .config import IdentityMismatch
 
 __all__ = ["RunStorageError", "write_results", "shard_path", "shard_stores", "merge_shards", "finalize",
-           "verify_written", "provenance", "clean_stale", "remove_shards", "remove_leftovers", "count_nonfinite",
-           "complete_file"]
+           "verify_written", "provenance", "clean_stale", "remove_shards", "remove_leftovers", "count_nonfinite"]
 
 
 def write_results(path: Path, state: dict) -> None:
@@ -220,16 +220,3 @@ def remove_leftovers(out_path: str | Path, *, shards: bool = True, trust_pickle:
             s.remove()
             gone.append(s.dir)
     return gone
-
-
-def complete_file(out_path: Path, identity, *, trust_pickle: bool = False) -> dict | None:
-    """The state of ``out_path`` when it is a complete results file of ``identity`` (checked: a mismatch raises
-    :class:`IdentityMismatch`), else ``None``."""
-    if not out_path.is_file():
-        return None
-    done = read_layout(out_path, trust=trust_pickle)
-    meta = done.get("metadata") or {}
-    if meta.get("complete") is not True:
-        return None
-    identity.check(meta.get("identity"), out_path, partial=True)
-    return done
