@@ -270,6 +270,14 @@ def _warn_nonfinite(values: dict, valid: np.ndarray) -> None:
                       "the model yields NaN or inf for some inputs (shown once)", RuntimeWarning, stacklevel=4)
 
 
+def real_positions(model, enc: dict) -> dict:
+    """``{"position_ids": [batch, seq]}`` counted over the real tokens of ``enc`` (so that left padding shifts
+    nothing, also for absolute-position models such as GPT-2), or ``{}`` where ``model.forward`` takes none."""
+    if "position_ids" not in inspect.signature(model.forward).parameters:
+        return {}
+    return {"position_ids": (enc["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)}
+
+
 def prompt_profiles(
     model, tokenizer, lens: LogitLens, prompts: Sequence[str], *, metrics=("shannon",), batch_size: int = 8,
     chat_template: bool = False, prepend_bos: bool | None = None, budget_bytes: int = DEFAULT_BUDGET_BYTES,
@@ -282,11 +290,8 @@ def prompt_profiles(
     for start in range(0, len(prompts), batch_size):
         enc = encode_prompts(tokenizer, prompts[start : start + batch_size], chat_template=chat_template,
                              prepend_bos=prepend_bos, device=_input_device(model))
-        # positions counted over the real tokens: left padding must not shift absolute-position models (GPT-2)
-        pos = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        extra = {"position_ids": pos} if "position_ids" in inspect.signature(model.forward).parameters else {}
         with torch.no_grad(), lens.capture(last_only=False) as slots:
-            model(**enc, **extra, use_cache=False)
+            model(**enc, **real_positions(model, enc), use_cache=False)
             resid = torch.stack(slots, dim=2)  # [batch, seq, layer, d_model]
             vals = lens.metrics(resid, metrics, budget_bytes=budget_bytes)
         mask = enc["attention_mask"].bool().cpu()

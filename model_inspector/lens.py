@@ -283,14 +283,12 @@ class LogitLens:
 
     # ----------------------------------------------------------------- precision
     def _precision(self, precision: str | None) -> str:
-        if precision is None:
+        """The precision of one call: the lens's own (resolved once, at construction: nothing to check on the
+        per-token path), or another that this device must run as asked."""
+        if precision is None or precision == self.lens_precision:
             return self.lens_precision
-        if precision not in LENS_PRECISIONS:
-            raise UserError(f"lens_precision must be one of {', '.join(LENS_PRECISIONS)} (got {precision!r})")
-        if precision != "fp32":
-            reason = bf16_unsupported(self.device)
-            if reason:
-                raise UserError(f"lens_precision {precision} cannot run here: {reason}; use fp32")
+        if resolve_lens_precision(precision, self.device) != precision:
+            raise UserError(f"lens_precision {precision} cannot run here: {bf16_unsupported(self.device)}; use fp32")
         return precision
 
     def _product(self, precision: str) -> "_Product":

@@ -36,6 +36,18 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def stories_file(tmp_path_factory) -> Path:
+    """A TinyStories JSONL file of :data:`helpers.TWO_STORIES` (a module with other stories defines its own)."""
+    import json
+
+    from helpers import TWO_STORIES
+
+    p = tmp_path_factory.mktemp("stories") / "stories.jsonl"
+    p.write_text("".join(json.dumps({"text": s}) + "\n" for s in TWO_STORIES))
+    return p
+
+
+@pytest.fixture(scope="session")
 def tok():
     from tiny_models import char_tokenizer
 

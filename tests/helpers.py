@@ -41,6 +41,11 @@ def same_results(a: dict, b: dict) -> None:
                 assert x == y, k
 
 
+def never_load(*_):
+    """A ``load_inspector`` for runs that must finish without the model."""
+    raise AssertionError("the model must not load")
+
+
 def interrupt_at(n: int):
     """A runner ``label_fn`` that raises KeyboardInterrupt (Ctrl-C) while labelling the ``n``-th sample."""
     calls = {"n": 0}

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TWO_STORIES, interrupt_at, run_config, run_samples, same_results
+from helpers import interrupt_at, never_load, run_config, run_samples, same_results
 
 from model_inspector.errors import ResultsFileError, RunInterrupted, UserError
 from model_inspector.experiments.base import Sample
@@ -23,15 +23,10 @@ from model_inspector.run.loop import NonFiniteRow, RunAborted, run_profiling
 from model_inspector.run.output import merge_shards, shard_path
 from model_inspector.storage import PartsStore
 
-STORIES = TWO_STORIES
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 _samples, _cfg = run_samples, run_config
-
-
-def _never():
-    raise AssertionError("the model must not load")
 
 
 class _Failing:
@@ -85,7 +80,7 @@ def test_an_edit_in_place_with_its_mtime_restored_is_refused_on_resume(tmp_path,
     assert weights.stat().st_mtime_ns == st.st_mtime_ns and weights.stat().st_size == size
     assert legacy_fingerprint(model) == legacy  # what the old fingerprint saw: nothing
     with pytest.raises(IdentityMismatch, match="model_fingerprint: file"):
-        run_profiling(_samples(8), _cfg(model), out, load_inspector=_never, resume=True, progress=False)
+        run_profiling(_samples(8), _cfg(model), out, load_inspector=never_load, resume=True, progress=False)
     assert len(PartsStore(out).read_rows()["entropy"]) == 4  # the rows of the first model are untouched
 
 
@@ -129,7 +124,7 @@ def test_a_partly_removed_sidecar_never_overwrites_the_complete_file(tiny_dir, m
     for part in PartsStore(out).parts()[:2]:
         part.unlink()
     assert PartsStore(out).read_meta()["complete"] is True and len(PartsStore(out).read_rows()["entropy"]) == 8
-    back = run_profiling(_samples(), _cfg(tiny_dir), out, load_inspector=_never, resume=True, progress=False)
+    back = run_profiling(_samples(), _cfg(tiny_dir), out, load_inspector=never_load, resume=True, progress=False)
     assert len(back["entropy"]) == 24
     same_results(full, load_results(out))
     assert not PartsStore(out).dir.exists()
@@ -150,7 +145,7 @@ def test_a_finished_file_with_its_sidecar_left_is_finished_for_every_later_run(t
                       save=killed)
     shutil.copytree(PartsStore(keep).dir, PartsStore(out).dir)
     with pytest.raises(FileExistsError, match=f"{out} is already complete .24 samples.: pass --overwrite") as info:
-        run_profiling(_samples(), _cfg(tiny_dir), out, load_inspector=_never, progress=False)
+        run_profiling(_samples(), _cfg(tiny_dir), out, load_inspector=never_load, progress=False)
     assert "unfinished" not in str(info.value) and not PartsStore(out).dir.exists()
 
 
@@ -168,7 +163,7 @@ def test_a_cut_merge_leaves_no_temporary_after_resume(tiny_dir, mi, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         merge_shards(out, 2, save=half_written)
-    merged = run_distributed(_samples(), _cfg(tiny_dir), out, load_inspector=lambda dev: _never(), resume=True,
+    merged = run_distributed(_samples(), _cfg(tiny_dir), out, load_inspector=never_load, resume=True,
                              progress=False)
     assert len(merged["entropy"]) == 24
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dp.pkl"]
@@ -332,54 +327,46 @@ def test_a_ragged_row_is_refused_at_write_and_at_read(tmp_path):
 
 # ------------------------------------------------------------------------------------------- 6. records
 def test_threads_and_versions_are_recorded_per_part_and_reused_on_resume(tiny_dir, mi, tmp_path, capsys):
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        full = run_profiling(_samples(), _cfg(tiny_dir), tmp_path / "full.pkl", load_inspector=lambda: mi,
-                             progress=False)
-        out = tmp_path / "r.pkl"
-        with pytest.raises(RunAborted):
-            run_profiling(_samples(), _cfg(tiny_dir), out, load_inspector=lambda: _Failing(mi, 3, MemoryError(
-                "out of memory")), update_steps=4, progress=False)
-        torch.set_num_threads(2)  # what a default would give on a quiet machine
-        resumed = run_profiling(_samples(), _cfg(tiny_dir), out, load_inspector=lambda: mi, resume=True,
-                                update_steps=4, progress=False)
-        assert "using 1 CPU threads, as the run so far did" in capsys.readouterr().out
-        same_results(full, resumed)
-        meta = load_results(out)["metadata"]
-        assert meta["threads"] == 1 and meta["parts"] == [{"rows": 24, "threads": 1, "versions": meta["versions"]}]
-        assert meta["versions"]["torch"] == str(torch.__version__)
-        # a resume that asks for another count says so, part by part
-        with pytest.raises(RunAborted):
-            run_profiling(_samples(), _cfg(tiny_dir), tmp_path / "m.pkl", update_steps=4, progress=False,
-                          load_inspector=lambda: _Failing(mi, 3, MemoryError("out of memory")), threads=1)
-        run_profiling(_samples(), _cfg(tiny_dir), tmp_path / "m.pkl", load_inspector=lambda: mi, resume=True,
-                      threads=2, update_steps=4, progress=False)
-        meta = load_results(tmp_path / "m.pkl")["metadata"]
-        assert meta["threads"] == [1, 2] and [(p["rows"], p["threads"]) for p in meta["parts"]] == [(8, 1), (16, 2)]
-    finally:
-        torch.set_num_threads(before)
+    torch.set_num_threads(1)  # as the one_thread fixture (module-wide) already set; restored by it
+    full = run_profiling(_samples(), _cfg(tiny_dir), tmp_path / "full.pkl", load_inspector=lambda: mi,
+                         progress=False)
+    out = tmp_path / "r.pkl"
+    with pytest.raises(RunAborted):
+        run_profiling(_samples(), _cfg(tiny_dir), out, load_inspector=lambda: _Failing(mi, 3, MemoryError(
+            "out of memory")), update_steps=4, progress=False)
+    torch.set_num_threads(2)  # what a default would give on a quiet machine
+    resumed = run_profiling(_samples(), _cfg(tiny_dir), out, load_inspector=lambda: mi, resume=True,
+                            update_steps=4, progress=False)
+    assert "using 1 CPU threads, as the run so far did" in capsys.readouterr().out
+    same_results(full, resumed)
+    meta = load_results(out)["metadata"]
+    assert meta["threads"] == 1 and meta["parts"] == [{"rows": 24, "threads": 1, "versions": meta["versions"]}]
+    assert meta["versions"]["torch"] == str(torch.__version__)
+    # a resume that asks for another count says so, part by part
+    with pytest.raises(RunAborted):
+        run_profiling(_samples(), _cfg(tiny_dir), tmp_path / "m.pkl", update_steps=4, progress=False,
+                      load_inspector=lambda: _Failing(mi, 3, MemoryError("out of memory")), threads=1)
+    run_profiling(_samples(), _cfg(tiny_dir), tmp_path / "m.pkl", load_inspector=lambda: mi, resume=True,
+                  threads=2, update_steps=4, progress=False)
+    meta = load_results(tmp_path / "m.pkl")["metadata"]
+    assert meta["threads"] == [1, 2] and [(p["rows"], p["threads"]) for p in meta["parts"]] == [(8, 1), (16, 2)]
 
 
 def test_threads_above_the_usable_cores_warn(capsys):
     from model_inspector.threads import available_cores, set_threads
 
-    before = torch.get_num_threads()
-    try:
-        n = available_cores() + 1
-        assert set_threads(n) == n
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith(f"warning: --threads {n} is more than the {n - 1} cores")
-        set_threads(1)
-        assert capsys.readouterr().err == ""
-    finally:
-        torch.set_num_threads(before)
+    n = available_cores() + 1
+    assert set_threads(n) == n
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"warning: --threads {n} is more than the {n - 1} cores")
+    set_threads(1)
+    assert capsys.readouterr().err == ""
 
 
 def test_update_steps_below_one_is_a_user_error(tiny_dir, tmp_path):
     for bad in (0, -3, None):
         with pytest.raises(UserError, match="--update_steps must be a positive integer"):
-            run_profiling(_samples(), _cfg(tiny_dir), tmp_path / "r.pkl", load_inspector=_never, update_steps=bad)
+            run_profiling(_samples(), _cfg(tiny_dir), tmp_path / "r.pkl", load_inspector=never_load, update_steps=bad)
 
 
 def test_the_library_warns_once_about_non_finite_metrics(tmp_path):

@@ -1,7 +1,6 @@
 """Every traceback and unclear line becomes one clear line with a flag that exists; CSV cells parsed as written; one
 process converts a GGUF model while the others wait."""
 
-import json
 import os
 import pickle
 import shutil
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TWO_STORIES, run_config, run_samples, same_results
+from helpers import never_load, run_config, run_samples, same_results
 
 from model_inspector.errors import ResultsFileError
 from model_inspector.results import load_results
@@ -20,14 +19,6 @@ from model_inspector.run.loop import run_profiling
 from model_inspector.storage import PartsStore
 
 ROOT = Path(__file__).resolve().parents[1]
-STORIES = TWO_STORIES
-
-
-@pytest.fixture(scope="module")
-def stories_file(tmp_path_factory):
-    p = tmp_path_factory.mktemp("d") / "stories.jsonl"
-    p.write_text("".join(json.dumps({"text": s}) + "\n" for s in STORIES))
-    return p
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -63,10 +54,6 @@ def one_line(capsys, fn, code=2):
 def _ts(model, stories_file, out_dir, *extra):
     return ("tinystories", model, "tinystories", "--n_stories", 1, "--data_file", stories_file, "--max_len", 2,
             "--results_dir", out_dir, "--no_progress", *extra)
-
-
-def _never():
-    raise AssertionError("the model must not load")
 
 
 # ------------------------------------------------------------------------------------------- 7. one clear line
@@ -162,7 +149,7 @@ def test_a_damaged_part_names_itself_and_the_intact_rows(tiny_dir, mi, tmp_path,
     parts = PartsStore(out).parts()
     assert len(parts) == 3
     parts[1].write_bytes(parts[1].read_bytes()[:50])  # truncated
-    msg = one_line(capsys, lambda: run_profiling(_samples(), _cfg(tiny_dir), out, load_inspector=_never, resume=True,
+    msg = one_line(capsys, lambda: run_profiling(_samples(), _cfg(tiny_dir), out, load_inspector=never_load, resume=True,
                                                   progress=False))
     assert f"{parts[1]} is damaged" in msg and "the 8 rows of the 1 part(s) before it are intact" in msg
     assert "and the 1 part(s) after it" in msg and "--resume" in msg and "--overwrite" not in msg

@@ -4,7 +4,6 @@ processes), then ``--resume``, ends with the complete file, equal to an uninterr
 The kill is real: ``ENTROPY_LENS_KILL_AT=<point>`` makes the process SIGKILL itself there (model_inspector.storage).
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -17,16 +16,8 @@ from model_inspector.results import load_results
 from model_inspector.storage import KILL_ENV, KILL_POINTS, PartsStore
 
 ROOT = Path(__file__).resolve().parents[1]
-STORIES = ["Tom had a red ball. He liked to play with it every day.", "Sue saw a cat. The cat was big and soft."]
 NAME = "tiny-llama_tinystories_1.pkl"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-
-
-@pytest.fixture(scope="module")
-def stories_file(tmp_path_factory):
-    p = tmp_path_factory.mktemp("d") / "stories.jsonl"
-    p.write_text("".join(json.dumps({"text": s}) + "\n" for s in STORIES))
-    return p
 
 
 def _args(tiny_dir, stories_file, mode, out_dir):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import UserError
+from ..generation import real_positions
 
 __all__ = ["ReplayCheck", "SkipUnsupported", "check_replay", "skip_by_hooks", "validate_conditions"]
 
@@ -93,10 +94,8 @@ def _name(path: tuple) -> str:
 
 def _model_inputs(inspector, enc: dict) -> dict:
     """Forward inputs: ids, mask, and positions counted over the real tokens (left padding changes nothing)."""
-    inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-    if "position_ids" in inspect.signature(inspector.model.forward).parameters:
-        inputs["position_ids"] = (enc["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
-    return inputs
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+            **real_positions(inspector.model, enc)}
 
 
 def _keep_last(inspector) -> dict:
