@@ -407,9 +407,14 @@ def explorer_data(path: str | Path, *, metric: str | None = None, max_samples: i
 def build_report(path: str | Path, *, metric: str | None = None, max_samples: int = MAX_SAMPLES, seed: int = 42,
                  trust: bool = False, eval_dirs=()) -> str:
     """The explorer page of results file ``path`` as one HTML string."""
+    return _page(path, explorer_data(path, metric=metric, max_samples=max_samples, seed=seed, trust=trust,
+                                     eval_dirs=eval_dirs))
+
+
+def _page(path: str | Path, data: "ExplorerData") -> str:
+    """The page of ``data`` (read from ``path``): the data travels as escaped JSON, never as markup."""
     from .explore_page import PAGE
 
-    data = explorer_data(path, metric=metric, max_samples=max_samples, seed=seed, trust=trust, eval_dirs=eval_dirs)
     title = html.escape(f"Entropy-Lens explorer: {Path(path).name}", quote=True)
     head, rest = PAGE.split("__TITLE__", 1)
     middle, tail = rest.split("__DATA__", 1)
@@ -418,10 +423,14 @@ def build_report(path: str | Path, *, metric: str | None = None, max_samples: in
 
 def write_report(path: str | Path, out: str | Path | None = None, **kwargs) -> Path:
     """Write the explorer page of ``path`` to ``out`` (default: ``NAME.html`` beside it); returns its path."""
+    return _write_page(path, out, explorer_data(path, **kwargs))
+
+
+def _write_page(path, out, data: "ExplorerData") -> Path:
     from .storage import atomic_write_bytes
 
     out = Path(out) if out else Path(path).with_suffix(".html")
-    atomic_write_bytes(out, build_report(path, **kwargs).encode("utf-8"))
+    atomic_write_bytes(out, _page(path, data).encode("utf-8"))
     return out
 
 
@@ -448,11 +457,10 @@ def main(argv=None) -> int:
 
     out = Path(args.out) if args.out else Path(args.file).with_suffix(".html")
     preflight_output(out, "--out")
-    written = write_report(args.file, out, metric=args.metric, max_samples=args.max_samples, trust=args.trust_pickle,
-                           eval_dirs=args.eval_dir or ())
-    from .results import Results
-
-    note = _partial(Results.load(args.file, trust=args.trust_pickle), Path(args.file))
+    data = explorer_data(args.file, metric=args.metric, max_samples=args.max_samples, trust=args.trust_pickle,
+                         eval_dirs=args.eval_dir or ())
+    written = _write_page(args.file, out, data)
+    note = data.summary["partial"]  # the file is read once
     if note:
         print(f"note: {note}: the page shows what is there and says so")
     print(f"wrote {written} ({written.stat().st_size / 1e6:.2f} MB); open it in a browser")

@@ -345,7 +345,6 @@ for _opt in (
            Text(), group="analysis"),
     Option("metric", None, "the profile column to use, e.g. entropy, renyi_0.5 (default: entropy, else the file's "
            "first metric)", Text(), group="analysis"),
-    Option("k", 29, "neighbours", Integer(min=1), group="analysis"),
     Option("folds", 10, "CV folds", Integer(min=2), group="analysis"),
     Option("num_windows", None, "features: window means over generated tokens, flattened (default: the mean profile)",
            Integer(min=1, none=True), group="analysis"),

@@ -87,7 +87,8 @@ def identification(rows, paper_range=None, what="ROC-AUC") -> dict:
         r = by.get(key)
         if r is None:
             continue
-        ctl.append(f"{name} {_f(r['roc_auc'])} (p vs baseline {_p(r['p_vs_baseline'])}"
+        ctl.append(f"{name} {_f(r['roc_auc'])} ± {_f(r['roc_auc_std'])} ({r['vs_baseline']} than the baseline, p "
+                   f"{_p(r['p_vs_baseline'])}"
                    + (f", vs feature {r.get('vs_reference')}, p {_p(r.get('p_vs_reference'))}"
                       if isinstance(r.get("p_vs_reference"), float) and not math.isnan(r["p_vs_reference"]) else "")
                    + ")")
@@ -144,14 +145,16 @@ def expansion_pruning(strat, control) -> dict:
                          f"{float(r['ci95_high']):+.3f}]"
                          f", stability {_f(r['bootstrap_stability'], 2)} (bootstrap) / {_f(r['sample_stability'], 2)} "
                          "(samples)")
-    out = {"ours": "; ".join(parts) + " (interior transitions; n = all samples)", "controls": ""}
+    n = next((int(r["n_samples"]) for r in (e, p) if r is not None), 0)
+    out = {"ours": "; ".join(parts) + f" (interior transitions; n = {n} samples)", "controls": ""}
     ok = all(r is not None and (r["ci95_low"] > 0 if k == "expansion" else r["ci95_high"] < 0)
              and r["bootstrap_stability"] >= 0.8 for k, r in (("expansion", e), ("pruning", p)))
     same = []
     if control is not None:
         ce, cp = top(control, "expansion"), top(control, "pruning")
         out["controls"] = "random weights: " + "; ".join(
-            f"{k} layer {int(r['layer'])}, dH {float(r['mean_dH']):+.2g} nats" if r is not None else f"no {k}"
+            f"{k} layer {int(r['layer'])}, dH {float(r['mean_dH']):+.2g} nats [95% CI {float(r['ci95_low']):+.2g}, "
+            f"{float(r['ci95_high']):+.2g}]" if r is not None else f"no {k}"
             for k, r in (("expansion", ce), ("pruning", cp)))
         for real, ctl in ((e, ce), (p, cp)):
             if real is not None and ctl is not None and int(real["layer"]) == int(ctl["layer"]) and abs(
@@ -196,14 +199,18 @@ def skipping(summary) -> dict:
         return {"verdict": VERDICTS[1], "ours": "not evaluated", "controls": ""}
     comp, conds = summary.get("comparison") or {}, {c["condition"]: c for c in summary["conditions"]}
     none = conds.get("none", {})
-    acc = f", accuracy {_f(none.get('accuracy'))}" if "accuracy" in none else ""
+    acc = (f", accuracy {_f(none['accuracy'])} [95% CI {_f(none['accuracy_ci_low'])}, {_f(none['accuracy_ci_high'])}]"
+           if "accuracy" in none else "")
     parts = [f"no skip: {summary['score']} {_f(none.get('score'))}{acc} (n = {summary['n_items']} items)"]
     for name in (comp.get("expansion"), comp.get("pruning")):
         c = conds.get(name)
         if c:
             parts.append(f"{name} (blocks {c['blocks']}): change {c['score_change']:+.3f} ± {c['score_change_ci95']:.3f}"
-                         + (f", accuracy {c['accuracy_change']:+.3f}" if "accuracy_change" in c else "")
-                         + (f", empirical p vs random {_p(c.get('p_vs_random'))}" if "p_vs_random" in c else ""))
+                         + (f", accuracy {c['accuracy_change']:+.3f} (McNemar p {_p(c.get('p_accuracy'))})"
+                            if "accuracy_change" in c else "")
+                         + (f", {c['n_random']} random draws of as many blocks {c['random_mean_change']:+.3f} ± "
+                            f"{c['random_std_change']:.3f} (std), empirical p vs random {_p(c['p_vs_random'])}"
+                            if "p_vs_random" in c else ""))
     sw = summary.get("sweep") or {}
     ctl = (f"sweep of {sw['n']} blocks: rho(damage, |dH|) {sw['damage_vs_abs_dH']:+.2f} (p {_p(sw['damage_vs_abs_dH_p'])}),"
            f" rho(damage, depth) {sw['damage_vs_depth']:+.2f} (p {_p(sw['damage_vs_depth_p'])}), partial rho(damage, "
@@ -303,9 +310,8 @@ def write_report(out_dir: str | Path, manifest: dict) -> tuple[Path, Path]:
         cells = [r["claim"], r["model"], r["paper"], r["ours"], r["controls"] or "-",
                  f"**{r['verdict']}**: {r.get('why', '')}"]
         md.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
-    md += ["", "## Time", "", "| model | " + " | ".join(sorted({k for t in times.values() for k in t})) + " | total |",
-           "| --- |" + " --- |" * (len({k for t in times.values() for k in t}) + 1)]
     keys = sorted({k for t in times.values() for k in t})
+    md += ["", "## Time", "", "| model | " + " | ".join(keys) + " | total |", "| --- |" + " --- |" * (len(keys) + 1)]
     for m, t in times.items():
         md.append(f"| {m} | " + " | ".join(f"{t.get(k, 0):.0f} s" for k in keys) + f" | {sum(t.values()):.0f} s |")
     md += ["", "Estimated at the paper's scale from these rates (per generated token; per item for skip-layers): " +

@@ -76,17 +76,12 @@ def _call(argv: list[str], log) -> str:
     return text
 
 
-def _label(model: str) -> str:
-    from .run.config import model_label
-
-    return model_label(model)
-
-
 def reproduce(models: list[str], *, scale: str | Scale = "small", data_dir: str | Path | None = None,
               out_dir: str | Path = "reproduce", steps=None, threads: int | None = None, progress: bool = False) -> dict:
     """Run every step for ``models`` at ``scale`` into ``out_dir`` and write the report. Returns the manifest
     (also ``out_dir/manifest.json``): the scale, per model and step its outputs, the commands and wall seconds."""
     from .report import write_report
+    from .run.config import model_label
 
     sc = SCALES[scale] if isinstance(scale, str) else scale
     name = scale if isinstance(scale, str) else "custom"
@@ -97,7 +92,8 @@ def reproduce(models: list[str], *, scale: str | Scale = "small", data_dir: str 
     data = Path(data_dir) if data_dir else None
     ts_data = ["--data_file", str(data / "tinystories_validation_head.jsonl")] if data else []
     mmlu_data = ["--data_file", str(data / "mmlu_test.jsonl")] if data else []
-    common = ["--results_dir", str(res), "--resume", "--no_progress"] + (["--threads", str(threads)] if threads else [])
+    thr = ["--threads", str(threads)] if threads else []
+    common = ["--results_dir", str(res), "--resume", "--no_progress", *thr]
     steps = list(steps or ("tasks", "strategies", "mmlu", "formats", "family", "skip"))
     manifest = {"scale": name, "sizes": asdict(sc), "models": {}, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     old = out / "manifest.json"
@@ -141,7 +137,7 @@ def reproduce(models: list[str], *, scale: str | Scale = "small", data_dir: str 
         atomic_write_bytes(out / "manifest.json", json.dumps(manifest, indent=1).encode())
 
     for model in models:
-        m = _label(model)
+        m = model_label(model)
         n_q = sc.mmlu_questions
         if "tasks" in steps:
             ts = res / f"{m}_tinystories_{sc.ts_stories}.pkl"
@@ -176,7 +172,7 @@ def reproduce(models: list[str], *, scale: str | Scale = "small", data_dir: str 
             e = stage(model, "formats", [
                 ["formats", "--model", model, "--n_topics", sc.format_topics, "--max_len", sc.format_tokens,
                  "--num_windows", sc.format_windows, "--out", f, "--resume", "--no_progress",
-                 *(["--threads", str(threads)] if threads else [])],
+                 *thr],
                 ["classify-formats", "-d", f, "-a", 0.5, 1, 5, "-k", 5, "--folds", sc.folds, "--out_dir", ev, "--json",
                  f"{m}_formats_summary.json"],
                 ["evaluate", f, "--label", "format", "--metric", "entropy", "--num_windows", sc.format_windows, "--k", 5,
@@ -191,10 +187,10 @@ def reproduce(models: list[str], *, scale: str | Scale = "small", data_dir: str 
         if "skip" in steps:
             e = stage(model, "skip", [["skip-layers", model, "--n_questions", sc.skip_questions, "--n_random",
                                        sc.skip_random, "--k", 3, "--results_dir", res, "--resume", "--no_progress",
-                                       *mmlu_data, *(["--threads", str(threads)] if threads else [])]])
+                                       *mmlu_data, *thr]])
             stem = res / f"{m}_skip_mmlu_n{sc.skip_questions}"
             e.update(summary=f"{stem}_summary.json", table=f"{stem}_table.csv", prompts=sc.skip_questions)
-    if "family" in steps and len(models) >= 1:
+    if "family" in steps:
         files = [manifest["models"][m]["family"]["results"] for m in models]
         if len(files) >= 2:
             t0 = time.time()
