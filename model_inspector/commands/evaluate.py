@@ -159,11 +159,11 @@ def evaluate(data: dict, args) -> tuple:
     return overall, subject, X, y
 
 
-def default_label(res) -> str:
-    """``correct`` (the paper's default) when the file has it, else the label its experiment is evaluated by."""
+def default_label(res, exp) -> str:
+    """``correct`` (the paper's default) when the file has it, else the label its experiment ``exp`` (or ``None``)
+    is evaluated by."""
     if "correct" in res:
         return "correct"
-    exp = _experiment_of(res)
     label = exp.evaluation.get("label") if exp is not None else None
     if label and (label in res or (label == "prompt" and "prompt" in res)):
         return label
@@ -243,10 +243,7 @@ def control_features(data, args, X, y) -> tuple[list, str | None]:
                              desc))
     group = None
     if args.controls:
-        group = args.group
-        if group is None:
-            exp = _experiment_of(data)
-            group = exp.evaluation.get("group") if exp is not None else None
+        group = args.group  # default: the experiment's (set in main)
         if group is not None and group not in data:
             raise UserError(f"--group {group!r}: this file has no such column (it has: {', '.join(data.label_keys)})")
     return feats, group
@@ -276,10 +273,12 @@ def main(argv=None) -> int:
     if len(data) == 0:
         raise ResultsFileError(f"{args.file} holds no samples")
     partial = check_complete(data, src, args.allow_partial)
-    if args.label is None:
-        args.label = default_label(data)
-    exp = _experiment_of(data)
+    exp = _experiment_of(data)  # the defaults of the file's experiment: label, k, folds, grouping
     defaults = exp.evaluation if exp is not None else {}
+    if args.label is None:
+        args.label = default_label(data, exp)
+    if args.controls and args.group is None:
+        args.group = defaults.get("group")
     if args.k is None:
         args.k = int(defaults.get("k", 29))
     if args.folds is None:
